@@ -1,0 +1,176 @@
+"""NATS JetStream: every stream, subject and durable consumer of P2Engine, declared here.
+
+Subjects are `p2e.<domain>.<event>.<id>`. Messages are protobuf bytes with the headers
+`Nats-Msg-Id` (deduplication inside the stream's window) and `P2E-Type` (the full proto
+message name), so subscribers in any language can decode them.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from p2e_kit.errors import DependencyUnavailable
+
+if TYPE_CHECKING:
+    from google.protobuf.message import Message
+    from nats.aio.client import Client
+    from nats.js.api import ConsumerConfig, PubAck, StreamConfig
+    from nats.js.client import JetStreamContext
+
+log = logging.getLogger(__name__)
+
+TYPE_HEADER = "P2E-Type"
+MSG_ID_HEADER = "Nats-Msg-Id"
+DUPLICATE_WINDOW_SECONDS = 120.0
+DAY = 24 * 3600.0
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    name: str
+    subjects: tuple[str, ...]
+    work_queue: bool = False
+    max_age_seconds: float = 0.0  # 0: keep forever (within limits)
+
+    def config(self) -> StreamConfig:
+        from nats.js.api import RetentionPolicy, StorageType, StreamConfig
+
+        return StreamConfig(
+            name=self.name,
+            subjects=list(self.subjects),
+            retention=RetentionPolicy.WORK_QUEUE if self.work_queue else RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            duplicate_window=DUPLICATE_WINDOW_SECONDS,
+            max_age=self.max_age_seconds or None,
+        )
+
+
+ARTIFACTS = StreamSpec("P2E_ARTIFACTS", ("p2e.artifacts.>",), max_age_seconds=30 * DAY)
+TOOLS = StreamSpec("P2E_TOOLS", ("p2e.tools.exec.>",), work_queue=True)
+TOOL_RESULTS = StreamSpec("P2E_TOOL_RESULTS", ("p2e.tools.completed.>",), max_age_seconds=DAY)
+LEDGER = StreamSpec("P2E_LEDGER", ("p2e.ledger.>",), max_age_seconds=30 * DAY)
+ORCHESTRATOR = StreamSpec("P2E_ORCHESTRATOR", ("p2e.orchestrator.>",), max_age_seconds=7 * DAY)
+EVALS = StreamSpec("P2E_EVALS", ("p2e.evals.>", "p2e.rollouts.run_finished.>"), max_age_seconds=30 * DAY)
+ROLLOUTS = StreamSpec("P2E_ROLLOUTS", ("p2e.rollouts.run.>",), work_queue=True)
+
+STREAMS: tuple[StreamSpec, ...] = (ARTIFACTS, TOOLS, TOOL_RESULTS, LEDGER, ORCHESTRATOR, EVALS, ROLLOUTS)
+
+
+def _token(value: str) -> str:
+    """A subject token: no dots, wildcards or spaces."""
+    cleaned = "".join(c if c.isalnum() or c in "_-" else "_" for c in value)
+    return cleaned or "_"
+
+
+def artifact_subject(conversation_id: str, kind: str) -> str:
+    return f"p2e.artifacts.{_token(conversation_id)}.{_token(kind)}"
+
+
+def tool_exec_subject(tool_name: str) -> str:
+    return f"p2e.tools.exec.{_token(tool_name)}"
+
+
+def tool_completed_subject(call_id: str) -> str:
+    return f"p2e.tools.completed.{_token(call_id)}"
+
+
+def ledger_subject(event: str, wallet: str) -> str:
+    return f"p2e.ledger.{_token(event)}.{_token(wallet)}"
+
+
+def turn_finished_subject(conversation_id: str) -> str:
+    return f"p2e.orchestrator.turn_finished.{_token(conversation_id)}"
+
+
+def evaluation_completed_subject(conversation_id: str) -> str:
+    return f"p2e.evals.evaluation_completed.{_token(conversation_id)}"
+
+
+@dataclass(frozen=True)
+class ConsumerSpec:
+    """A durable pull consumer `<service>_<purpose>`."""
+
+    durable: str
+    stream: StreamSpec
+    filter_subject: str
+    ack_wait_seconds: float = 30.0
+    max_deliver: int = 5
+
+    def config(self) -> ConsumerConfig:
+        from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+        return ConsumerConfig(
+            durable_name=self.durable,
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_wait=self.ack_wait_seconds,
+            max_deliver=self.max_deliver,
+            filter_subject=self.filter_subject,
+        )
+
+
+TOOL_RUNNER_EXEC = ConsumerSpec("tool_runner_exec", TOOLS, "p2e.tools.exec.>", ack_wait_seconds=60.0)
+ARTIFACT_STORE_INDEX = ConsumerSpec(
+    "artifact_store_index", ARTIFACTS, "p2e.artifacts.>", max_deliver=10
+)
+ROLLOUT_WORKER = ConsumerSpec("evaluator_rollout_runs", ROLLOUTS, "p2e.rollouts.run.>", 300.0, 3)
+
+
+class Bus:
+    """A connected NATS client with its JetStream context."""
+
+    def __init__(self, nc: Client, js: JetStreamContext) -> None:
+        self.nc = nc
+        self.js = js
+
+    async def ensure_streams(self, streams: tuple[StreamSpec, ...] = STREAMS) -> None:
+        """Create or update every stream; safe to run at every start-up, by every service."""
+        from nats.js.errors import NotFoundError
+
+        for spec in streams:
+            config = spec.config()
+            try:
+                await self.js.stream_info(spec.name)
+                await self.js.update_stream(config)
+            except NotFoundError:
+                await self.js.add_stream(config)
+
+    async def ensure_consumer(self, spec: ConsumerSpec) -> None:
+        await self.js.add_consumer(spec.stream.name, spec.config())
+
+    async def publish(self, subject: str, message: Message, msg_id: str) -> PubAck:
+        """Publish a proto message with `Nats-Msg-Id`; a repeat within the window is dropped."""
+        headers = {MSG_ID_HEADER: msg_id, TYPE_HEADER: message.DESCRIPTOR.full_name}
+        return await self.js.publish(subject, message.SerializeToString(), headers=headers)
+
+    async def close(self) -> None:
+        if not self.nc.is_closed:
+            await self.nc.drain()
+
+
+async def connect(url: str, name: str, *, connect_timeout: float = 2.0) -> Bus:
+    """Connect to NATS, or raise DependencyUnavailable naming the URL."""
+    import nats
+    from nats.errors import NoServersError
+
+    async def _closed() -> None:
+        log.info("nats connection closed")
+
+    try:
+        nc = await nats.connect(
+            url,
+            name=name,
+            connect_timeout=connect_timeout,
+            allow_reconnect=True,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+            closed_cb=_closed,
+        )
+    except (NoServersError, OSError, TimeoutError) as exc:
+        raise DependencyUnavailable(
+            f"cannot reach nats-server at {url}: is it running? ({exc})",
+            reason="NATS_UNAVAILABLE",
+        ) from exc
+    return Bus(nc, nc.jetstream())
