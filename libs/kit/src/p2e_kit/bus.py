@@ -7,6 +7,7 @@ message name), so subscribers in any language can decode them.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -151,26 +152,32 @@ class Bus:
 
 
 async def connect(url: str, name: str, *, connect_timeout: float = 2.0) -> Bus:
-    """Connect to NATS, or raise DependencyUnavailable naming the URL."""
+    """Connect to NATS, or raise DependencyUnavailable naming the URL.
+
+    Once connected the client reconnects forever; the first connection must succeed
+    within `connect_timeout` (nats-py would otherwise retry an absent server forever).
+    """
     import nats
-    from nats.errors import NoServersError
 
     async def _closed() -> None:
         log.info("nats connection closed")
 
     try:
-        nc = await nats.connect(
-            url,
-            name=name,
-            connect_timeout=connect_timeout,
-            allow_reconnect=True,
-            max_reconnect_attempts=-1,
-            reconnect_time_wait=0.5,
-            closed_cb=_closed,
+        nc = await asyncio.wait_for(
+            nats.connect(
+                url,
+                name=name,
+                connect_timeout=connect_timeout,
+                allow_reconnect=True,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.5,
+                closed_cb=_closed,
+            ),
+            timeout=connect_timeout,
         )
-    except (NoServersError, OSError, TimeoutError) as exc:
+    except (OSError, TimeoutError, Exception) as exc:
         raise DependencyUnavailable(
-            f"cannot reach nats-server at {url}: is it running? ({exc})",
+            f"cannot reach nats-server at {url}: is it running? ({type(exc).__name__})",
             reason="NATS_UNAVAILABLE",
         ) from exc
     return Bus(nc, nc.jetstream())

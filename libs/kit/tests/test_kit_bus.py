@@ -1,0 +1,39 @@
+"""Streams are declared idempotently and publishes deduplicate by Nats-Msg-Id (real nats-server)."""
+
+from __future__ import annotations
+
+import pytest
+from p2engine.tools.v1 import events_pb2
+
+from p2e_kit.bus import ARTIFACTS, STREAMS, TOOL_RUNNER_EXEC, TYPE_HEADER, connect, tool_exec_subject
+from p2e_kit.errors import DependencyUnavailable
+from p2e_kit.natsd import free_port
+
+
+async def test_streams_exist_and_ensure_is_idempotent(bus):
+    await bus.ensure_streams()
+    for spec in STREAMS:
+        info = await bus.js.stream_info(spec.name)
+        assert info.config.subjects == list(spec.subjects)
+
+
+async def test_publish_deduplicates_on_msg_id(bus):
+    msg = events_pb2.ToolExecutionRequested(call_id="c1", tool_name="get_weather")
+    first = await bus.publish(tool_exec_subject("get_weather"), msg, "c1")
+    again = await bus.publish(tool_exec_subject("get_weather"), msg, "c1")
+    assert again.duplicate and not first.duplicate
+    await bus.ensure_consumer(TOOL_RUNNER_EXEC)
+    sub = await bus.js.pull_subscribe_bind(TOOL_RUNNER_EXEC.durable, TOOL_RUNNER_EXEC.stream.name)
+    [got] = await sub.fetch(1, timeout=2)
+    assert got.headers[TYPE_HEADER] == "p2engine.tools.v1.ToolExecutionRequested"
+    assert events_pb2.ToolExecutionRequested.FromString(got.data).call_id == "c1"
+    await got.ack()
+
+
+async def test_unreachable_nats_is_dependency_unavailable():
+    with pytest.raises(DependencyUnavailable, match="cannot reach nats-server"):
+        await connect(f"nats://127.0.0.1:{free_port()}", "pytest", connect_timeout=0.5)
+
+
+def test_artifact_stream_keeps_a_duplicate_window():
+    assert ARTIFACTS.config().duplicate_window == 120.0
