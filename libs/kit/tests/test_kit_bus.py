@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import pytest
-from p2engine.tools.v1 import events_pb2
 
-from p2e_kit.bus import ARTIFACTS, STREAMS, TOOL_RUNNER_EXEC, TYPE_HEADER, connect, tool_exec_subject
+from p2e_kit.bus import (
+    ARTIFACTS,
+    STREAMS,
+    TOOL_RUNNER_EXEC,
+    TYPE_HEADER,
+    connect,
+    tool_exec_subject,
+)
 from p2e_kit.errors import DependencyUnavailable
 from p2e_kit.natsd import free_port
+from p2engine.tools.v1 import events_pb2
 
 
 async def test_streams_exist_and_ensure_is_idempotent(bus):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from p2engine.tools.v1 import tools_pb2, tools_service_pb2, tools_service_pb2_grpc
 
 from p2e_kit.channels import caller_metadata, open_channel, parse_caller
 from p2e_kit.errors import (
@@ -17,10 +16,11 @@ from p2e_kit.errors import (
 from p2e_kit.grpc_server import Registration
 from p2e_kit.service import grpc_serving
 from p2e_kit.status import decode, one_line
+from p2engine.tools.v1 import tools_pb2, tools_service_pb2, tools_service_pb2_grpc
 
 
 class _Tools(tools_service_pb2_grpc.ToolServiceServicer):
-    async def GetTool(self, request, context):  # noqa: N802 (gRPC naming)
+    async def GetTool(self, request, context):
         if request.name == "bad":
             raise InvalidArgument("name is bad", field="name")
         if request.name == "broke":

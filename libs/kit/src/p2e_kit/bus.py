@@ -53,10 +53,20 @@ TOOLS = StreamSpec("P2E_TOOLS", ("p2e.tools.exec.>",), work_queue=True)
 TOOL_RESULTS = StreamSpec("P2E_TOOL_RESULTS", ("p2e.tools.completed.>",), max_age_seconds=DAY)
 LEDGER = StreamSpec("P2E_LEDGER", ("p2e.ledger.>",), max_age_seconds=30 * DAY)
 ORCHESTRATOR = StreamSpec("P2E_ORCHESTRATOR", ("p2e.orchestrator.>",), max_age_seconds=7 * DAY)
-EVALS = StreamSpec("P2E_EVALS", ("p2e.evals.>", "p2e.rollouts.run_finished.>"), max_age_seconds=30 * DAY)
+EVALS = StreamSpec(
+    "P2E_EVALS", ("p2e.evals.>", "p2e.rollouts.run_finished.>"), max_age_seconds=30 * DAY
+)
 ROLLOUTS = StreamSpec("P2E_ROLLOUTS", ("p2e.rollouts.run.>",), work_queue=True)
 
-STREAMS: tuple[StreamSpec, ...] = (ARTIFACTS, TOOLS, TOOL_RESULTS, LEDGER, ORCHESTRATOR, EVALS, ROLLOUTS)
+STREAMS: tuple[StreamSpec, ...] = (
+    ARTIFACTS,
+    TOOLS,
+    TOOL_RESULTS,
+    LEDGER,
+    ORCHESTRATOR,
+    EVALS,
+    ROLLOUTS,
+)
 
 
 def _token(value: str) -> str:
@@ -112,7 +122,9 @@ class ConsumerSpec:
         )
 
 
-TOOL_RUNNER_EXEC = ConsumerSpec("tool_runner_exec", TOOLS, "p2e.tools.exec.>", ack_wait_seconds=60.0)
+TOOL_RUNNER_EXEC = ConsumerSpec(
+    "tool_runner_exec", TOOLS, "p2e.tools.exec.>", ack_wait_seconds=60.0
+)
 ARTIFACT_STORE_INDEX = ConsumerSpec(
     "artifact_store_index", ARTIFACTS, "p2e.artifacts.>", max_deliver=10
 )
