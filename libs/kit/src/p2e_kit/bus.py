@@ -174,6 +174,9 @@ async def connect(url: str, name: str, *, connect_timeout: float = 2.0) -> Bus:
     async def _closed() -> None:
         log.info("nats connection closed")
 
+    async def _error(exc: Exception) -> None:
+        log.warning("nats: %s", exc or type(exc).__name__)
+
     try:
         nc = await asyncio.wait_for(
             nats.connect(
@@ -184,6 +187,7 @@ async def connect(url: str, name: str, *, connect_timeout: float = 2.0) -> Bus:
                 max_reconnect_attempts=-1,
                 reconnect_time_wait=0.5,
                 closed_cb=_closed,
+                error_cb=_error,
             ),
             timeout=connect_timeout,
         )
