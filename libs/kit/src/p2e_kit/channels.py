@@ -8,7 +8,7 @@ The caller identity travels in the `p2e-caller` metadata as "agent:<id>",
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import grpc
@@ -16,6 +16,8 @@ import grpc
 from p2e_kit.errors import InvalidArgument
 
 CALLER_KEY = "p2e-caller"
+# The conversation a call is made for (provenance of ledger events and artifacts).
+CONVERSATION_KEY = "p2e-conversation"
 DEFAULT_DEADLINE_SECONDS = 10.0
 
 _RETRY_SERVICE_CONFIG = json.dumps(
@@ -61,7 +63,7 @@ def caller_metadata(kind: str, ident: str) -> tuple[tuple[str, str], ...]:
     return ((CALLER_KEY, f"{kind}:{ident}"),)
 
 
-def parse_caller(metadata: Sequence[tuple[str, str | bytes]] | None) -> Caller:
+def parse_caller(metadata: Iterable[tuple[str, str | bytes]] | None) -> Caller:
     """The caller named by invocation metadata; ANONYMOUS when absent."""
     for key, value in metadata or ():
         if key == CALLER_KEY:

@@ -74,7 +74,7 @@ class ToolServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ExecuteTool(self, request, context):
-        """Runs a tool as the caller in `p2e-caller` metadata. Returns NOT_FOUND (unknown tool), INVALID_ARGUMENT (arguments not JSON). A tool's own failure is a ToolResult with status ERROR, not an RPC error.
+        """Runs a tool as the caller in `p2e-caller` metadata. Returns NOT_FOUND (unknown tool), INVALID_ARGUMENT (arguments not JSON), PERMISSION_DENIED (a ledger tool without an agent caller). A tool's own failure is a ToolResult with status ERROR, not an RPC error.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -41,7 +41,7 @@ class ToolServiceStub:
     GetTool: _grpc.UnaryUnaryMultiCallable[_tools_service_pb2.GetToolRequest, _tools_pb2.Tool]
     """Returns one tool. Returns NOT_FOUND for an unknown tool."""
     ExecuteTool: _grpc.UnaryUnaryMultiCallable[_tools_service_pb2.ExecuteToolRequest, _tools_pb2.ToolResult]
-    """Runs a tool as the caller in `p2e-caller` metadata. Returns NOT_FOUND (unknown tool), INVALID_ARGUMENT (arguments not JSON). A tool's own failure is a ToolResult with status ERROR, not an RPC error."""
+    """Runs a tool as the caller in `p2e-caller` metadata. Returns NOT_FOUND (unknown tool), INVALID_ARGUMENT (arguments not JSON), PERMISSION_DENIED (a ledger tool without an agent caller). A tool's own failure is a ToolResult with status ERROR, not an RPC error."""
 
 @_typing.type_check_only
 class ToolServiceAsyncStub(ToolServiceStub):
@@ -55,7 +55,7 @@ class ToolServiceAsyncStub(ToolServiceStub):
     GetTool: _aio.UnaryUnaryMultiCallable[_tools_service_pb2.GetToolRequest, _tools_pb2.Tool]  # type: ignore[assignment]
     """Returns one tool. Returns NOT_FOUND for an unknown tool."""
     ExecuteTool: _aio.UnaryUnaryMultiCallable[_tools_service_pb2.ExecuteToolRequest, _tools_pb2.ToolResult]  # type: ignore[assignment]
-    """Runs a tool as the caller in `p2e-caller` metadata. Returns NOT_FOUND (unknown tool), INVALID_ARGUMENT (arguments not JSON). A tool's own failure is a ToolResult with status ERROR, not an RPC error."""
+    """Runs a tool as the caller in `p2e-caller` metadata. Returns NOT_FOUND (unknown tool), INVALID_ARGUMENT (arguments not JSON), PERMISSION_DENIED (a ledger tool without an agent caller). A tool's own failure is a ToolResult with status ERROR, not an RPC error."""
 
 class ToolServiceServicer(metaclass=_abc_1.ABCMeta):
     """The tool registry and synchronous execution. Orchestrators normally dispatch through the
@@ -84,6 +84,6 @@ class ToolServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _tools_service_pb2.ExecuteToolRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_tools_pb2.ToolResult, _abc.Awaitable[_tools_pb2.ToolResult]]:
-        """Runs a tool as the caller in `p2e-caller` metadata. Returns NOT_FOUND (unknown tool), INVALID_ARGUMENT (arguments not JSON). A tool's own failure is a ToolResult with status ERROR, not an RPC error."""
+        """Runs a tool as the caller in `p2e-caller` metadata. Returns NOT_FOUND (unknown tool), INVALID_ARGUMENT (arguments not JSON), PERMISSION_DENIED (a ledger tool without an agent caller). A tool's own failure is a ToolResult with status ERROR, not an RPC error."""
 
 def add_ToolServiceServicer_to_server(servicer: ToolServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
