@@ -1,0 +1,1 @@
+"""P2Engine ledger-gateway: wallets, transfers, history and a hash-chained audit log."""

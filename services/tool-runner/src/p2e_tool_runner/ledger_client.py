@@ -14,14 +14,12 @@ from typing import Any
 import grpc
 
 from p2e_kit import errors
-from p2e_kit.channels import caller_metadata
+from p2e_kit.channels import CONVERSATION_KEY, caller_metadata
 from p2e_kit.status import decode
 from p2e_tool_runner.ports import TransferView, WalletView
 from p2engine.ledger.v1 import ledger_pb2, ledger_service_pb2, ledger_service_pb2_grpc
 
 log = logging.getLogger(__name__)
-
-from p2e_kit.channels import CONVERSATION_KEY
 
 _UNREACHABLE = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED"})
 _BY_CODE: dict[str, type[errors.P2EError]] = {
