@@ -1,0 +1,198 @@
+"""The append-only, hash-chained audit log.
+
+Entry n is hashed as
+
+    hash_n = sha256(hash_{n-1} || canonical_json(entry_n))      (hex; hash_0 = 64 zeros)
+
+where `hash_{n-1}` is the previous hex digest as ASCII and `canonical_json` is the UTF-8 JSON
+of {sequence, event_type, actor, agent_id, transfer_id, payload, create_time} with sorted
+keys and no spaces (`create_time` in RFC 3339 with microseconds). Editing, deleting or
+reordering any row breaks the chain at that row, which `verify` reports.
+
+Appends run inside the caller's write transaction: SQLite's `BEGIN IMMEDIATE` serializes
+them; on PostgreSQL the head row is taken `FOR UPDATE` first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from p2e_ledger_gateway.store import GENESIS_HASH, audit_events, audit_head, now_us
+
+EVENT_TYPES = frozenset(
+    {
+        "wallet_created",
+        "wallet_frozen",
+        "wallet_unfrozen",
+        "transfer_settled",
+        "transfer_failed",
+        "transfer_pending",
+        "transfer_approved",
+        "transfer_rejected",
+    }
+)
+VERIFY_BATCH = 1000
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    sequence: int
+    event_type: str
+    actor: str
+    agent_id: str
+    transfer_id: str
+    payload_json: str
+    create_time: int
+    prev_hash: str
+    hash: str
+
+
+@dataclass(frozen=True)
+class Verification:
+    valid: bool
+    checked: int
+    first_bad_sequence: int = 0
+    problem: str = ""
+
+
+def canonical_json(data: Any) -> str:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def rfc3339(micros: int) -> str:
+    return datetime.fromtimestamp(micros / 1_000_000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def entry_hash(prev_hash: str, row: Mapping[Any, Any]) -> str:
+    """The chain hash of one entry; raises ValueError when its payload is not JSON."""
+    entry = {
+        "sequence": row["sequence"],
+        "event_type": row["event_type"],
+        "actor": row["actor"],
+        "agent_id": row["agent_id"],
+        "transfer_id": row["transfer_id"],
+        "payload": json.loads(row["payload_json"]),
+        "create_time": rfc3339(row["create_time"]),
+    }
+    return hashlib.sha256((prev_hash + canonical_json(entry)).encode()).hexdigest()
+
+
+_HEAD = select(audit_head.c.sequence, audit_head.c.hash).where(audit_head.c.id == 1)
+_HEAD_LOCKED = _HEAD.with_for_update()
+_HEAD_UPDATE = (
+    update(audit_head)
+    .where(audit_head.c.id == 1)
+    .values(sequence=bindparam("seq"), hash=bindparam("last"))
+)
+_INSERT = insert(audit_events)
+
+
+async def lock_head(conn: AsyncConnection) -> tuple[int, str]:
+    """The chain head (sequence, hash), locked for this transaction on PostgreSQL."""
+    query = _HEAD if conn.dialect.name == "sqlite" else _HEAD_LOCKED
+    row = (await conn.execute(query)).one()
+    return int(row.sequence), str(row.hash)
+
+
+async def append(
+    conn: AsyncConnection,
+    events: list[dict[str, Any]],
+) -> AuditEntry:
+    """Append events (dicts with event_type, actor, agent_id?, transfer_id?, payload) in order.
+
+    Must run inside the write transaction that makes the change they record.
+    Returns the last entry appended.
+    """
+    sequence, prev = await lock_head(conn)
+    rows: list[dict[str, Any]] = []
+    stamp = now_us()
+    for event in events:
+        sequence += 1
+        row = {
+            "sequence": sequence,
+            "event_type": event["event_type"],
+            "actor": event["actor"],
+            "agent_id": event.get("agent_id", ""),
+            "transfer_id": event.get("transfer_id", ""),
+            "payload_json": canonical_json(event.get("payload", {})),
+            "create_time": stamp,
+            "prev_hash": prev,
+        }
+        row["hash"] = prev = entry_hash(prev, row)
+        rows.append(row)
+    await conn.execute(_INSERT, rows)
+    await conn.execute(_HEAD_UPDATE, {"seq": sequence, "last": prev})
+    return AuditEntry(**rows[-1])
+
+
+async def head(conn: AsyncConnection) -> tuple[int, str]:
+    row = (await conn.execute(_HEAD)).one()
+    return int(row.sequence), str(row.hash)
+
+
+async def verify(conn: AsyncConnection) -> Verification:
+    """Recompute the chain from the first entry; report the first bad sequence."""
+    expected, prev, checked = 1, GENESIS_HASH, 0
+    while True:
+        rows = (
+            (
+                await conn.execute(
+                    select(audit_events)
+                    .where(audit_events.c.sequence >= expected)
+                    .order_by(audit_events.c.sequence)
+                    .limit(VERIFY_BATCH)
+                )
+            )
+            .mappings()
+            .all()
+        )
+        for row in rows:
+            problem = _check(row, expected, prev)
+            if problem:
+                return Verification(False, checked, expected, problem)
+            prev, expected, checked = row["hash"], expected + 1, checked + 1
+        if len(rows) < VERIFY_BATCH:
+            break
+    return _check_head(await head(conn), checked, prev)
+
+
+def _check(row: Mapping[Any, Any], expected: int, prev: str) -> str:
+    if row["sequence"] != expected:
+        return f"entry {expected} is missing (next entry is {row['sequence']})"
+    if row["prev_hash"] != prev:
+        return f"prev_hash of entry {expected} does not match the hash of entry {expected - 1}"
+    try:
+        recomputed = entry_hash(prev, row)
+    except ValueError:
+        return f"payload of entry {expected} is not JSON"
+    if recomputed != row["hash"]:
+        return f"entry {expected} was altered: its content does not match its hash"
+    return ""
+
+
+def _check_head(head_row: tuple[int, str], checked: int, last_hash: str) -> Verification:
+    head_sequence, head_hash = head_row
+    if head_sequence != checked:
+        return Verification(
+            False,
+            checked,
+            checked + 1,
+            f"the chain ends at entry {checked} but its head says {head_sequence}",
+        )
+    if head_hash != last_hash:
+        return Verification(
+            False, checked, max(checked, 1), "the head hash does not match the last entry's hash"
+        )
+    return Verification(True, checked)
+
+
+async def count(conn: AsyncConnection) -> int:
+    return int((await conn.execute(select(func.count()).select_from(audit_events))).scalar_one())

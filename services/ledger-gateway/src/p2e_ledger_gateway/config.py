@@ -1,0 +1,35 @@
+"""Settings of the ledger-gateway (environment `P2E_LEDGER_*`)."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic_settings import SettingsConfigDict
+
+from p2e_kit.settings import DEFAULT_PORTS, ServiceSettings
+
+
+class Settings(ServiceSettings):
+    """Where the ledger listens, its database, and how its outbox publisher behaves.
+
+    The business configuration (asset, scale, initial balance, policies) is not here: it is
+    `config.json`'s `ledger` section under `config_dir`.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="P2E_LEDGER_", extra="ignore")
+    service_name: ClassVar[str] = "ledger"
+
+    port: int = DEFAULT_PORTS["ledger"]
+    # Publish the outbox to NATS JetStream; off, events wait in the outbox.
+    publish_events: bool = True
+    # The publisher wakes at least this often even without a local commit (other processes).
+    outbox_poll_seconds: float = 1.0
+    # Rows published per batch.
+    outbox_batch_size: int = 200
+    # Backoff between failed publish / connect attempts: doubles from min to max.
+    outbox_retry_min_seconds: float = 0.2
+    outbox_retry_max_seconds: float = 10.0
+    # Published rows are kept this long (for inspection), then deleted.
+    outbox_retention_hours: float = 24.0
+    # PostgreSQL: attempts of a write transaction that hit a serialization failure or deadlock.
+    db_retry_attempts: int = 8

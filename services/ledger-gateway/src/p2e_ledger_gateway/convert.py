@@ -1,0 +1,75 @@
+"""Ledger records to protobuf messages (used by the API and by the events)."""
+
+from __future__ import annotations
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from p2e_ledger_gateway.audit import AuditEntry
+from p2e_ledger_gateway.money import Currency
+from p2e_ledger_gateway.records import Status, TransferRecord, WalletRecord
+from p2engine.common.v1 import common_pb2
+from p2engine.ledger.v1 import ledger_pb2
+
+STATUS = {
+    Status.SETTLED: ledger_pb2.TRANSFER_STATUS_SETTLED,
+    Status.FAILED: ledger_pb2.TRANSFER_STATUS_FAILED,
+    Status.PENDING_APPROVAL: ledger_pb2.TRANSFER_STATUS_PENDING_APPROVAL,
+    Status.REJECTED: ledger_pb2.TRANSFER_STATUS_REJECTED,
+}
+
+
+def timestamp(micros: int) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromMicroseconds(micros)
+    return stamp
+
+
+def money(minor: int, currency: Currency) -> common_pb2.Money:
+    return common_pb2.Money(amount=currency.format(minor), asset=currency.asset)
+
+
+def wallet(record: WalletRecord, currency: Currency) -> ledger_pb2.Wallet:
+    message = ledger_pb2.Wallet(
+        agent_id=record.agent_id,
+        balance=money(record.balance, currency),
+        frozen=record.frozen,
+        sent_count=record.sent_count,
+        received_count=record.received_count,
+        create_time=timestamp(record.create_time),
+    )
+    if record.last_activity_time is not None:
+        message.last_activity_time.CopyFrom(timestamp(record.last_activity_time))
+    return message
+
+
+def transfer(record: TransferRecord, currency: Currency) -> ledger_pb2.Transfer:
+    message = ledger_pb2.Transfer(
+        id=record.id,
+        request_id=record.request_id,
+        from_agent=record.from_agent,
+        to_agent=record.to_agent,
+        amount=money(record.amount, currency),
+        reason=record.reason,
+        status=STATUS[record.status],
+        failure_reason=record.failure_reason,
+        initiated_by=record.initiated_by,
+        create_time=timestamp(record.create_time),
+        replayed=record.replayed,
+    )
+    if record.status is Status.SETTLED and record.from_balance_after is not None:
+        message.from_balance_after.CopyFrom(money(record.from_balance_after, currency))
+    return message
+
+
+def audit_event(entry: AuditEntry) -> ledger_pb2.AuditEvent:
+    return ledger_pb2.AuditEvent(
+        sequence=entry.sequence,
+        event_type=entry.event_type,
+        actor=entry.actor,
+        agent_id=entry.agent_id,
+        transfer_id=entry.transfer_id,
+        payload_json=entry.payload_json,
+        create_time=timestamp(entry.create_time),
+        prev_hash=entry.prev_hash,
+        hash=entry.hash,
+    )

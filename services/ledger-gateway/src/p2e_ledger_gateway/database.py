@@ -1,0 +1,122 @@
+"""Running units of work against the ledger database, with the right locking and retries.
+
+SQLite: one writer at a time anyway (`BEGIN IMMEDIATE`, see p2e_kit.db), and the kit's engine
+begins every transaction that way, reads included; so this process queues its own units of
+work on an asyncio lock instead of spinning in SQLite's busy handler. Other processes are
+still kept out by SQLite's lock and busy timeout.
+
+PostgreSQL: units of work run concurrently; a serialization failure, a deadlock or a unique
+violation from a concurrent twin (same request_id, same new wallet) rolls back and re-runs
+the whole unit a bounded number of times.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
+
+from sqlalchemy import URL, text
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from p2e_kit.errors import DependencyUnavailable
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# serialization_failure, deadlock_detected, unique_violation (lost a race to a twin)
+RETRYABLE_SQLSTATES = frozenset({"40001", "40P01", "23505"})
+
+
+class Database:
+    def __init__(self, engine: AsyncEngine, *, retry_attempts: int = 8) -> None:
+        self.engine = engine
+        self.is_sqlite = engine.dialect.name == "sqlite"
+        self.retry_attempts = max(1, retry_attempts)
+        self._local_lock = asyncio.Lock()
+
+    @property
+    def endpoint(self) -> str:
+        """The database URL without its password."""
+        url = self.engine.url
+        bare = URL.create(
+            url.drivername, url.username, None, url.host, url.port, url.database, url.query
+        )
+        return bare.render_as_string(hide_password=False)
+
+    @contextlib.asynccontextmanager
+    async def _turn(self) -> AsyncIterator[None]:
+        if self.is_sqlite:
+            async with self._local_lock:
+                yield
+        else:
+            yield
+
+    async def write(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        """Run `work` in one write transaction; commit when it returns, roll back if it raises."""
+        async with self._reachable():
+            for attempt in range(1, self.retry_attempts + 1):
+                try:
+                    async with self._turn(), self.engine.begin() as conn:
+                        return await work(conn)
+                except DBAPIError as exc:
+                    if attempt == self.retry_attempts or not self._retryable(exc):
+                        raise
+                    log.debug("retrying a write after %s (attempt %d)", _sqlstate(exc), attempt)
+                    await asyncio.sleep(random.uniform(0, 0.005 * 2**attempt))
+        raise AssertionError("unreachable")
+
+    async def read(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        """Run `work` in one read-only transaction that sees one snapshot (rolled back after)."""
+        async with self._reachable(), self._turn(), self.engine.connect() as conn:
+            if not self.is_sqlite:  # several statements, one snapshot (e.g. supply vs minted)
+                await conn.execution_options(
+                    isolation_level="REPEATABLE READ", postgresql_readonly=True
+                )
+            return await work(conn)
+
+    @contextlib.asynccontextmanager
+    async def _reachable(self) -> AsyncIterator[None]:
+        """A database that cannot be reached (or stays locked) is UNAVAILABLE, not INTERNAL."""
+        try:
+            yield
+        except (OSError, PoolTimeout) as exc:
+            raise self._unavailable(exc) from exc
+        except DBAPIError as exc:
+            lost = exc.statement is None or exc.connection_invalidated
+            if lost or isinstance(exc, OperationalError | InterfaceError):
+                raise self._unavailable(exc) from exc
+            raise
+
+    def _unavailable(self, exc: Exception) -> DependencyUnavailable:
+        log.warning("database %s unavailable: %s", self.endpoint, exc)
+        return DependencyUnavailable(
+            f"the ledger database at {self.endpoint} is unavailable", reason="DATABASE_UNAVAILABLE"
+        )
+
+    async def ping(self, limit_seconds: float = 2.0) -> bool:
+        try:
+            async with asyncio.timeout(limit_seconds):
+                await self.read(lambda conn: conn.execute(text("SELECT 1")))
+        except Exception as exc:  # whatever the driver raises, the answer is "not connected"
+            log.warning("database ping failed: %s", exc)
+            return False
+        return True
+
+    def _retryable(self, exc: DBAPIError) -> bool:
+        if self.is_sqlite:
+            return "locked" in str(exc.orig) or "busy" in str(exc.orig)
+        return _sqlstate(exc) in RETRYABLE_SQLSTATES
+
+
+def _sqlstate(exc: DBAPIError) -> str | None:
+    orig = exc.orig
+    if orig is None:
+        return None
+    return getattr(orig, "sqlstate", None) or getattr(orig.__cause__, "sqlstate", None)

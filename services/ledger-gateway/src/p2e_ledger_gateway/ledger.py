@@ -1,0 +1,272 @@
+"""The ledger: who may do what, request validation, and one transaction per operation.
+
+Plain async Python over `Database`; no grpc. Callers are `p2e_kit.channels.Caller`s
+(kind "agent" | "operator" | "service" | "anonymous").
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from p2e_kit.errors import InvalidArgument, NotFound, PermissionDenied
+from p2e_ledger_gateway import approvals, audit, queries, transfers, wallets
+from p2e_ledger_gateway.audit import EVENT_TYPES, AuditEntry, Verification
+from p2e_ledger_gateway.database import Database
+from p2e_ledger_gateway.money import Currency
+from p2e_ledger_gateway.paging import page_size
+from p2e_ledger_gateway.policy import NO_POLICY, Policy
+from p2e_ledger_gateway.records import DebugInfo, Metrics, TransferRecord, WalletRecord
+from p2e_ledger_gateway.transfers import TransferRequest
+
+if TYPE_CHECKING:
+    from p2e_kit.channels import Caller
+
+log = logging.getLogger(__name__)
+
+MAX_ID = 128
+MAX_REQUEST_ID = 200
+MAX_REASON = 1000
+MAX_ACTOR = 200
+
+
+@dataclass(frozen=True)
+class LedgerOptions:
+    currency: Currency = field(default_factory=Currency)
+    initial_balance: int = 10_000
+    policies: dict[str, Policy] = field(default_factory=dict)
+    configured_agents: tuple[str, ...] = ()
+
+
+class Ledger:
+    def __init__(
+        self,
+        db: Database,
+        options: LedgerOptions,
+        *,
+        on_outbox: Callable[[], None] | None = None,
+    ) -> None:
+        self.db = db
+        self.options = options
+        self.currency = options.currency
+        self._on_outbox = on_outbox or (lambda: None)
+
+    # --- wallets -------------------------------------------------------------------------
+
+    async def init_wallets(
+        self, caller: Caller, agent_ids: list[str], initial_balance: str, request_id: str
+    ) -> tuple[list[WalletRecord], list[str]]:
+        _require_operator(caller, "create wallets")
+        ids = list(dict.fromkeys(agent_ids)) or list(self.options.configured_agents)
+        if not ids:
+            raise InvalidArgument("no agent_ids given and no agents configured", field="agent_ids")
+        for agent in ids:
+            _check_id(agent, "agent_ids")
+        balance = (
+            self.currency.parse(initial_balance, field="initial_balance", allow_zero=True)
+            if initial_balance
+            else self.options.initial_balance
+        )
+        _check_text(request_id, "request_id", MAX_REQUEST_ID)
+        found, created = await self.db.write(
+            lambda conn: wallets.create_missing(
+                conn, ids, balance, str(caller), request_id, self.currency
+            )
+        )
+        if created:
+            log.info("%s created wallets %s", caller, ", ".join(created))
+        return found, created
+
+    async def get_balance(self, caller: Caller, agent_id: str) -> WalletRecord:
+        agent_id = agent_id or (caller.id if caller.is_agent else "")
+        _check_id(agent_id, "agent_id")
+        found = await self.db.read(lambda conn: queries.wallet(conn, agent_id))
+        if found is None:
+            raise NotFound(f"no wallet for agent {agent_id!r}", reason="WALLET_NOT_FOUND")
+        return found
+
+    async def freeze(
+        self, caller: Caller, agent_id: str, reason: str, request_id: str, *, frozen: bool = True
+    ) -> WalletRecord:
+        _require_operator(caller, "freeze wallets" if frozen else "unfreeze wallets")
+        _check_id(agent_id, "agent_id")
+        _check_text(reason, "reason", MAX_REASON)
+        _check_text(request_id, "request_id", MAX_REQUEST_ID)
+        return await self.db.write(
+            lambda conn: wallets.set_frozen(conn, agent_id, frozen, str(caller), reason, request_id)
+        )
+
+    # --- transfers -----------------------------------------------------------------------
+
+    async def create_transfer(
+        self,
+        caller: Caller,
+        *,
+        from_agent: str,
+        to_agent: str,
+        amount: str,
+        reason: str,
+        request_id: str,
+        conversation_id: str = "",
+    ) -> TransferRecord:
+        """A settled transfer, or the FailedPrecondition of a refused / pending one."""
+        payer = _payer(caller, from_agent)
+        request = self._transfer_request(caller, payer, to_agent, amount, reason, request_id)
+        _check_text(conversation_id, "p2e-conversation", MAX_ACTOR)
+        request = replace(request, conversation_id=conversation_id)
+        policy = self.options.policies.get(payer, NO_POLICY)
+        record = await self.db.write(
+            lambda conn: transfers.create(conn, request, policy, self.currency)
+        )
+        if not record.replayed:
+            self._on_outbox()
+        error = transfers.outcome_error(record)
+        if error is not None:
+            raise error
+        return record
+
+    def _transfer_request(
+        self, caller: Caller, payer: str, to_agent: str, amount: str, reason: str, request_id: str
+    ) -> TransferRequest:
+        if not request_id:
+            raise InvalidArgument("request_id is required (an idempotency key)", field="request_id")
+        _check_text(request_id, "request_id", MAX_REQUEST_ID)
+        _check_id(payer, "from_agent")
+        _check_id(to_agent, "to_agent")
+        _check_text(reason, "reason", MAX_REASON)
+        minor = self.currency.parse(amount, field="amount")
+        if payer == to_agent:
+            raise InvalidArgument(
+                f"{payer} cannot pay itself", field="to_agent", reason="SELF_TRANSFER"
+            )
+        return TransferRequest(payer, to_agent, minor, reason, request_id, _actor(caller))
+
+    async def approve(self, caller: Caller, transfer_id: str, request_id: str) -> TransferRecord:
+        _require_operator(caller, "approve transfers")
+        _check_text(transfer_id, "transfer_id", MAX_ID, required=True)
+        _check_text(request_id, "request_id", MAX_REQUEST_ID)
+        record = await self.db.write(
+            lambda conn: approvals.approve(
+                conn, transfer_id, str(caller), request_id, self.currency
+            )
+        )
+        if not record.replayed:
+            self._on_outbox()
+        return record
+
+    async def reject(
+        self, caller: Caller, transfer_id: str, reason: str, request_id: str
+    ) -> TransferRecord:
+        _require_operator(caller, "reject transfers")
+        _check_text(transfer_id, "transfer_id", MAX_ID, required=True)
+        _check_text(reason, "reason", MAX_REASON)
+        _check_text(request_id, "request_id", MAX_REQUEST_ID)
+        record = await self.db.write(
+            lambda conn: approvals.reject(
+                conn, transfer_id, str(caller), reason, request_id, self.currency
+            )
+        )
+        if not record.replayed:
+            self._on_outbox()
+        return record
+
+    # --- views ---------------------------------------------------------------------------
+
+    async def list_transactions(
+        self, caller: Caller, agent_id: str, size: int, token: str
+    ) -> tuple[list[TransferRecord], str]:
+        agent_id = agent_id or (caller.id if caller.is_agent else "")
+        _check_id(agent_id, "agent_id")
+        size = page_size(size, default=20, maximum=500)
+
+        async def work(conn: AsyncConnection) -> tuple[list[TransferRecord], str]:
+            if await queries.wallet(conn, agent_id) is None:
+                raise NotFound(f"no wallet for agent {agent_id!r}", reason="WALLET_NOT_FOUND")
+            return await queries.transactions(conn, agent_id, size, token)
+
+        return await self.db.read(work)
+
+    async def list_audit_events(
+        self, size: int, token: str, since: int | None, event_type: str
+    ) -> tuple[list[AuditEntry], str]:
+        if event_type and event_type not in EVENT_TYPES:
+            raise InvalidArgument(
+                f"unknown event_type {event_type!r}; one of {', '.join(sorted(EVENT_TYPES))}",
+                field="event_type",
+            )
+        size = page_size(size, default=50, maximum=1000)
+        return await self.db.read(
+            lambda conn: queries.audit_log(conn, size, token, since, event_type)
+        )
+
+    async def verify_audit(self) -> Verification:
+        return await self.db.read(audit.verify)
+
+    async def metrics(self) -> Metrics:
+        return await self.db.read(queries.metrics)
+
+    async def overview(self) -> list[WalletRecord]:
+        return await self.db.read(queries.all_wallets)
+
+    async def debug_info(self) -> DebugInfo:
+        connected = await self.db.ping()
+        sequence, head_hash, pending = 0, "", 0
+        if connected:
+
+            async def work(conn: AsyncConnection) -> tuple[int, str, int]:
+                return (*await audit.head(conn), await queries.outbox_pending(conn))
+
+            sequence, head_hash, pending = await self.db.read(work)
+        return DebugInfo("sql", self.db.endpoint, connected, sequence, head_hash, pending)
+
+
+def _require_operator(caller: Caller, action: str) -> None:
+    if caller.kind not in ("operator", "service"):
+        who = "an anonymous caller" if caller.kind == "anonymous" else str(caller)
+        raise PermissionDenied(f"only an operator or a service may {action}, not {who}")
+    _actor(caller)
+
+
+def _actor(caller: Caller) -> str:
+    """How the caller is recorded ("agent:<id>", "operator:<name>", ...)."""
+    actor = str(caller)
+    _check_text(actor, "p2e-caller", MAX_ACTOR)
+    return actor
+
+
+def _payer(caller: Caller, from_agent: str) -> str:
+    """The wallet this caller may debit."""
+    if caller.is_agent:
+        if from_agent and from_agent != caller.id:
+            raise PermissionDenied(
+                f"agent {caller.id} may not debit the wallet of {from_agent}",
+                reason="NOT_WALLET_OWNER",
+            )
+        return caller.id
+    if caller.is_operator:
+        if not from_agent:
+            raise InvalidArgument("an operator must name from_agent", field="from_agent")
+        return from_agent
+    raise PermissionDenied(
+        f"moving money needs an agent or operator caller (p2e-caller metadata), not {caller.kind}"
+    )
+
+
+def _check_id(value: str, name: str) -> None:
+    if not value:
+        raise InvalidArgument(f"{name} is required", field=name)
+    if len(value) > MAX_ID or not all(c.isalnum() or c in "_-" for c in value):
+        raise InvalidArgument(
+            f"{name} {value[:40]!r} is not an agent id (letters, digits, '_' and '-')", field=name
+        )
+
+
+def _check_text(value: str, name: str, limit: int, *, required: bool = False) -> None:
+    if required and not value:
+        raise InvalidArgument(f"{name} is required", field=name)
+    if len(value) > limit:
+        raise InvalidArgument(f"{name} is longer than {limit} characters", field=name)

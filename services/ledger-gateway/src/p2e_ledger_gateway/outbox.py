@@ -1,0 +1,192 @@
+"""The outbox publisher: drains committed events to NATS JetStream, in order, at least once.
+
+A row is marked published only after its PubAck. A failed publish (NATS down, no stream,
+timeout) leaves the row pending; the publisher backs off (doubling, capped) and tries again,
+and JetStream's duplicate window (Nats-Msg-Id) absorbs a re-send after a crash between the
+ack and the mark. The service serves without NATS: this task keeps trying in the background.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import urlparse
+
+from sqlalchemy import Row, delete, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from p2e_kit.bus import ARTIFACTS, LEDGER, Bus, connect
+from p2e_kit.errors import DependencyUnavailable
+from p2e_ledger_gateway import events
+from p2e_ledger_gateway.database import Database
+from p2e_ledger_gateway.store import now_us, outbox
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_SECONDS = 5.0
+PRUNE_EVERY_US = 60 * 1_000_000
+WARN_EVERY_US = 60 * 1_000_000
+
+
+class OutboxPublisher:
+    """One background task per process: connect, drain in order, wait for a commit or a poll."""
+
+    def __init__(
+        self,
+        db: Database,
+        nats_url: str,
+        *,
+        batch_size: int = 200,
+        poll_seconds: float = 1.0,
+        retry_min_seconds: float = 0.2,
+        retry_max_seconds: float = 10.0,
+        retention_hours: float = 24.0,
+    ) -> None:
+        self.db = db
+        self.nats_url = nats_url
+        self.batch_size = batch_size
+        self.poll_seconds = poll_seconds
+        self.retry_min = retry_min_seconds
+        self.retry_max = retry_max_seconds
+        self.retention_hours = retention_hours
+        self._last_prune = 0
+        self._failing_since: int | None = None
+        self._last_warning = 0
+        self.bus: Bus | None = None
+        self.published = 0
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def notify(self) -> None:
+        """A write committed new rows: publish them now rather than at the next poll."""
+        self._wake.set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="ledger-outbox-publisher")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self.bus is not None:
+            try:
+                async with asyncio.timeout(2.0):
+                    await self.bus.close()
+            except TimeoutError:
+                await self.bus.nc.close()
+            self.bus = None
+
+    async def _run(self) -> None:
+        delay = self.retry_min
+        while True:
+            try:
+                if self.bus is None:
+                    self.bus = await self._connect()
+                self._wake.clear()  # a commit from now on triggers another round
+                while await self.drain_once():
+                    pass
+                await self._prune()
+                if self._failing_since is not None:
+                    log.info("outbox: publishing again")
+                    self._failing_since = None
+                delay = self.retry_min
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.poll_seconds):
+                        await self._wake.wait()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # any failure: keep the rows, back off, try again
+                self._report(exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.retry_max)
+
+    def _report(self, exc: Exception, delay: float) -> None:
+        """A warning when publishing starts failing and once a minute after; debug otherwise."""
+        now = now_us()
+        if self._failing_since is None or now - self._last_warning >= WARN_EVERY_US:
+            self._failing_since = self._failing_since or now
+            self._last_warning = now
+            log.warning("outbox: cannot publish yet (%s); retrying with backoff", exc)
+        else:
+            log.debug("outbox: still failing (%s); retrying in %.1fs", exc, delay)
+
+    async def _prune(self) -> None:
+        """Forget rows published longer ago than the retention, at most once a minute."""
+        now = now_us()
+        if now - self._last_prune < PRUNE_EVERY_US:
+            return
+        self._last_prune = now
+        cutoff = now - int(self.retention_hours * 3600 * 1_000_000)
+        query = delete(outbox).where(outbox.c.published_time < cutoff)
+        await self.db.write(lambda conn: conn.execute(query))
+
+    async def _connect(self) -> Bus:
+        # Look first: a refused TCP connect is cheap, and nats-py logs every failed attempt.
+        parsed = urlparse(self.nats_url)
+        host, port = parsed.hostname or "127.0.0.1", parsed.port or 4222
+        try:
+            async with asyncio.timeout(CONNECT_TIMEOUT_SECONDS):
+                _reader, writer = await asyncio.open_connection(host, port)
+                writer.close()
+                await writer.wait_closed()
+        except (OSError, TimeoutError) as exc:
+            raise DependencyUnavailable(f"nats-server at {self.nats_url} is down ({exc})") from exc
+        async with asyncio.timeout(CONNECT_TIMEOUT_SECONDS):
+            bus = await connect(self.nats_url, "ledger-gateway")
+        try:
+            await bus.ensure_streams((LEDGER, ARTIFACTS))
+        except Exception:
+            await bus.close()
+            raise
+        log.info("outbox: connected to %s", self.nats_url)
+        return bus
+
+    async def drain_once(self) -> bool:
+        """Publish one batch of pending rows in order; True when a full batch went out."""
+        assert self.bus is not None
+        rows = await self.db.read(self._pending)
+        acked: list[int] = []
+        try:
+            for row in rows:
+                message = events.decode(row.message_type, row.body)
+                await self.bus.publish(row.subject, message, row.msg_id)
+                acked.append(row.id)
+        except Exception as exc:
+            failed, error = rows[len(acked)].id, f"{type(exc).__name__}: {exc}"
+            await self.db.write(lambda conn: _mark(conn, acked, failed, error))
+            raise
+        if acked:
+            await self.db.write(lambda conn: _mark(conn, acked, None, ""))
+        self.published += len(acked)
+        return len(rows) == self.batch_size
+
+    async def _pending(self, conn: AsyncConnection) -> Sequence[Row[Any, Any, Any, Any, Any]]:
+        query = (
+            select(
+                outbox.c.id, outbox.c.subject, outbox.c.msg_id, outbox.c.message_type, outbox.c.body
+            )
+            .where(outbox.c.published_time.is_(None))
+            .order_by(outbox.c.id)
+            .limit(self.batch_size)
+        )
+        return (await conn.execute(query)).all()
+
+
+async def _mark(conn: AsyncConnection, acked: list[int], failed: int | None, error: str) -> None:
+    """Mark acked rows published; count the failed attempt on the row that did not go out."""
+    if acked:
+        stamp = now_us()
+        await conn.execute(
+            update(outbox).where(outbox.c.id.in_(acked)).values(published_time=stamp)
+        )
+    if failed is not None:
+        await conn.execute(
+            update(outbox)
+            .where(outbox.c.id == failed)
+            .values(attempts=outbox.c.attempts + 1, last_error=error[:1000])
+        )

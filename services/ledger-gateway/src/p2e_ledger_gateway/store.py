@@ -1,0 +1,154 @@
+"""The ledger's tables (SQLAlchemy 2 Core) and start-up schema creation.
+
+Money columns hold integer minor units; times are integer microseconds since the epoch
+(UTC), so the audit chain hashes exactly what is stored.
+"""
+
+from __future__ import annotations
+
+import time
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    insert,
+    select,
+)
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+ID = String(128)
+GENESIS_HASH = "0" * 64
+
+metadata = MetaData()
+
+wallets = Table(
+    "ledger_wallets",
+    metadata,
+    Column("agent_id", ID, primary_key=True),
+    Column("balance", BigInteger, nullable=False),
+    Column("frozen", Boolean, nullable=False, default=False),
+    Column("sent_count", BigInteger, nullable=False, default=0),
+    Column("received_count", BigInteger, nullable=False, default=0),
+    Column("create_time", BigInteger, nullable=False),
+    Column("last_activity_time", BigInteger, nullable=True),
+    CheckConstraint("balance >= 0", name="ck_ledger_wallets_balance_not_negative"),
+)
+
+# Every unit that exists was minted here (InitWallets): sum(balance) == sum(amount).
+mints = Table(
+    "ledger_mints",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("agent_id", ID, ForeignKey("ledger_wallets.agent_id"), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("create_time", BigInteger, nullable=False),
+    CheckConstraint("amount >= 0", name="ck_ledger_mints_amount_not_negative"),
+)
+
+transfers = Table(
+    "ledger_transfers",
+    metadata,
+    # Insertion order, for stable newest-first paging.
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("id", String(64), nullable=False, unique=True),
+    Column("request_id", String(200), nullable=False),
+    Column("from_agent", ID, ForeignKey("ledger_wallets.agent_id"), nullable=False),
+    Column("to_agent", ID, ForeignKey("ledger_wallets.agent_id"), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("reason", Text, nullable=False, default=""),
+    Column("status", String(32), nullable=False),
+    Column("failure_reason", String(64), nullable=False, default=""),
+    # The sentence explaining a refusal, replayed word for word on a retry.
+    Column("failure_detail", Text, nullable=False, default=""),
+    Column("initiated_by", String(200), nullable=False),
+    Column("conversation_id", String(200), nullable=False, default=""),
+    Column("create_time", BigInteger, nullable=False),
+    Column("settle_time", BigInteger, nullable=True),
+    Column("from_balance_after", BigInteger, nullable=True),
+    # Who approved or rejected it, with the request_id of that decision (replays).
+    Column("decided_by", String(200), nullable=False, default=""),
+    Column("decision_request_id", String(200), nullable=False, default=""),
+    UniqueConstraint("from_agent", "request_id", name="uq_ledger_transfers_payer_request"),
+    CheckConstraint("amount > 0", name="ck_ledger_transfers_amount_positive"),
+    CheckConstraint("from_agent <> to_agent", name="ck_ledger_transfers_not_self"),
+)
+Index("ix_ledger_transfers_from", transfers.c.from_agent, transfers.c.seq)
+Index("ix_ledger_transfers_to", transfers.c.to_agent, transfers.c.seq)
+Index(
+    "ix_ledger_transfers_spent", transfers.c.from_agent, transfers.c.status, transfers.c.settle_time
+)
+
+# Append-only, hash-chained (see audit.py). Never updated, never deleted.
+audit_events = Table(
+    "ledger_audit_events",
+    metadata,
+    Column("sequence", BigInteger, primary_key=True, autoincrement=False),
+    Column("event_type", String(64), nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("agent_id", String(128), nullable=False, default=""),
+    Column("transfer_id", String(64), nullable=False, default=""),
+    Column("payload_json", Text, nullable=False),
+    Column("create_time", BigInteger, nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+Index("ix_ledger_audit_type", audit_events.c.event_type, audit_events.c.sequence)
+Index("ix_ledger_audit_time", audit_events.c.create_time)
+
+# One row (id=1): the newest entry. Appenders lock it, which serializes the chain.
+audit_head = Table(
+    "ledger_audit_head",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("sequence", BigInteger, nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+
+# Events committed with the change they describe; the publisher drains them to JetStream.
+outbox = Table(
+    "ledger_outbox",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("subject", String(300), nullable=False),
+    Column("msg_id", String(300), nullable=False),
+    Column("message_type", String(200), nullable=False),
+    Column("body", LargeBinary, nullable=False),
+    Column("create_time", BigInteger, nullable=False),
+    Column("published_time", BigInteger, nullable=True),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("last_error", Text, nullable=False, default=""),
+)
+Index("ix_ledger_outbox_pending", outbox.c.published_time, outbox.c.id)
+
+
+def now_us() -> int:
+    """Microseconds since the epoch, UTC."""
+    return time.time_ns() // 1000
+
+
+async def create_schema(engine: AsyncEngine) -> None:
+    """Create missing tables and the audit chain's head row; safe at every start-up."""
+    async with engine.begin() as conn:
+        await conn.run_sync(metadata.create_all)
+    async with engine.begin() as conn:
+        head = (await conn.execute(select(audit_head.c.id))).first()
+        if head is not None:
+            return
+        try:
+            async with conn.begin_nested():
+                await conn.execute(insert(audit_head).values(id=1, sequence=0, hash=GENESIS_HASH))
+        except IntegrityError:
+            pass  # another process created it first

@@ -1,0 +1,125 @@
+"""The same ledger on PostgreSQL: the main flows, the audit chain, and write retries."""
+
+from __future__ import annotations
+
+import os
+
+import asyncpg
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from p2e_kit.db import create_engine
+from p2e_kit.testing import DEFAULT_TEST_POSTGRES
+from p2e_ledger_gateway.database import Database
+from p2engine.ledger.v1 import ledger_pb2
+from p2engine.ledger.v1 import ledger_service_pb2 as pb
+
+pytestmark = pytest.mark.postgres
+
+
+async def test_flows_on_postgres(make_settings, postgres_url, serve_ledger) -> None:
+    async with serve_ledger(make_settings(postgres_url)) as ledger:
+        created = await ledger.init("alice", "bob", "boss")
+        assert list(created.created_agent_ids) == ["alice", "bob", "boss"]
+        assert list((await ledger.init("alice")).created_agent_ids) == []
+        transfer = await ledger.pay("alice", "bob", "60", request_id="pg1")
+        assert transfer.from_balance_after.amount == "40.00"
+        assert (await ledger.pay("alice", "bob", "60", request_id="pg1")).replayed
+        error = await ledger.error(ledger.pay("alice", "bob", "60", request_id="pg2"))
+        assert error.reason == "INSUFFICIENT_FUNDS"
+        assert (await ledger.error(ledger.pay("alice", "bob", "61", request_id="pg1"))).code == (
+            "ALREADY_EXISTS"
+        )
+        await ledger.pay("alice", "boss", "40")
+        await ledger.pay("bob", "boss", "100")
+        pending = await ledger.error(ledger.pay("boss", "bob", "240", request_id="pg3"))
+        approve = pb.ApproveTransferRequest(transfer_id=pending.metadata["approval_id"])
+        approved = await ledger.stub.ApproveTransfer(approve, metadata=ledger.operator)
+        assert approved.status == ledger_pb2.TRANSFER_STATUS_SETTLED
+        await ledger.stub.FreezeWallet(
+            pb.FreezeWalletRequest(agent_id="bob"), metadata=ledger.operator
+        )
+        assert (await ledger.error(ledger.pay("bob", "alice", "1"))).reason == "WALLET_FROZEN"
+
+        metrics = await ledger.stub.GetMetrics(pb.GetMetricsRequest())
+        assert metrics.total_supply == metrics.total_minted
+        assert metrics.total_supply.amount == "300.00"
+        history = await ledger.stub.ListTransactions(
+            pb.ListTransactionsRequest(agent_id="bob", page_size=2)
+        )
+        assert len(history.transfers) == 2 and history.next_page_token
+        info = await ledger.stub.GetDebugInfo(pb.GetDebugInfoRequest())
+        assert info.endpoint.startswith("postgresql+asyncpg://postgres@") and info.connected
+        verify = await ledger.stub.VerifyAudit(pb.VerifyAuditRequest())
+        assert verify.valid and verify.checked == info.audit_head_sequence
+        await ledger.app.db.write(
+            lambda conn: conn.execute(text("DELETE FROM ledger_audit_events WHERE sequence = 4"))
+        )
+        broken = await ledger.stub.VerifyAudit(pb.VerifyAuditRequest())
+        assert (broken.valid, broken.first_bad_sequence) == (False, 4)
+
+
+async def test_check_constraint_refuses_negative_balances(
+    postgres_url, make_settings, serve_ledger
+) -> None:
+    async with serve_ledger(make_settings(postgres_url)) as ledger:
+        await ledger.init("alice")
+        with pytest.raises(DBAPIError):
+            await ledger.app.db.write(
+                lambda conn: conn.execute(
+                    text("UPDATE ledger_wallets SET balance = -1 WHERE agent_id = 'alice'")
+                )
+            )
+        assert await ledger.balance("alice") == "100.00"
+
+
+class SerializationFailure(Exception):
+    sqlstate = "40001"
+
+
+async def test_write_retries_serialization_failures(postgres_url) -> None:
+    db = Database(create_engine(postgres_url), retry_attempts=3)
+    attempts = []
+
+    async def work(conn: AsyncConnection) -> str:
+        attempts.append(1)
+        if len(attempts) < 3:
+            raise DBAPIError("UPDATE ...", {}, SerializationFailure("could not serialize"))
+        return (await conn.execute(text("SELECT 'ok'"))).scalar_one()
+
+    try:
+        assert await db.write(work) == "ok"
+        assert len(attempts) == 3
+        attempts.clear()
+
+        async def always(conn: AsyncConnection) -> None:
+            attempts.append(1)
+            raise DBAPIError("UPDATE ...", {}, SerializationFailure("could not serialize"))
+
+        with pytest.raises(DBAPIError):
+            await db.write(always)
+        assert len(attempts) == 3
+    finally:
+        await db.engine.dispose()
+
+
+async def test_lost_database_is_unavailable_not_internal(
+    make_settings, postgres_url, serve_ledger
+) -> None:
+    async with serve_ledger(make_settings(postgres_url)) as ledger:
+        await ledger.init("alice")
+        name = postgres_url.rsplit("/", 1)[1]
+        admin_url = os.environ.get("P2E_TEST_POSTGRES_URL", DEFAULT_TEST_POSTGRES)
+        admin = await asyncpg.connect(admin_url)
+        try:
+            await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+        info = await ledger.stub.GetDebugInfo(pb.GetDebugInfoRequest())
+        assert (info.connected, info.audit_head_sequence) == (False, 0)
+        error = await ledger.error(ledger.stub.GetBalance(pb.GetBalanceRequest(agent_id="alice")))
+        assert (error.code, error.reason) == ("UNAVAILABLE", "DATABASE_UNAVAILABLE")
+        error = await ledger.error(ledger.pay("alice", "bob", "1"))
+        assert error.code == "UNAVAILABLE"

@@ -1,0 +1,135 @@
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import AsyncIterator
+
+import pytest
+from sqlalchemy import Executable, delete, select, text, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from p2e_kit.db import create_engine
+from p2e_ledger_gateway import audit
+from p2e_ledger_gateway.database import Database
+from p2e_ledger_gateway.store import GENESIS_HASH, audit_events, create_schema
+
+
+@pytest.fixture
+async def db(sqlite_url: str) -> AsyncIterator[Database]:
+    database = Database(create_engine(sqlite_url))
+    await create_schema(database.engine)
+    for n in range(1, 8):
+        event = {
+            "event_type": "transfer_settled",
+            "actor": f"agent:a{n}",
+            "agent_id": f"a{n}",
+            "transfer_id": f"tr_{n}",
+            "payload": {"amount": f"{n}.00", "note": "ünïcode"},
+        }
+        await database.write(lambda conn, e=event: audit.append(conn, [e]))
+    yield database
+    await database.engine.dispose()
+
+
+async def verify(db: Database) -> audit.Verification:
+    return await db.read(audit.verify)
+
+
+async def test_intact_chain_is_valid(db: Database) -> None:
+    result = await verify(db)
+    assert (result.valid, result.checked, result.first_bad_sequence) == (True, 7, 0)
+
+
+async def test_hash_formula_is_the_documented_one(db: Database) -> None:
+    rows = (await db.read(lambda c: c.execute(select(audit_events).order_by("sequence")))).all()
+    first = rows[0]._mapping
+    entry = {
+        "sequence": 1,
+        "event_type": "transfer_settled",
+        "actor": "agent:a1",
+        "agent_id": "a1",
+        "transfer_id": "tr_1",
+        "payload": {"amount": "1.00", "note": "ünïcode"},
+        "create_time": audit.rfc3339(first["create_time"]),
+    }
+    canonical = json.dumps(entry, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert first["prev_hash"] == GENESIS_HASH
+    assert first["hash"] == hashlib.sha256((GENESIS_HASH + canonical).encode()).hexdigest()
+    assert rows[1]._mapping["prev_hash"] == first["hash"]
+
+
+async def tamper(db: Database, statement: Executable) -> None:
+    await db.write(lambda conn: conn.execute(statement))
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"payload_json": '{"amount":"999.00","note":"ünïcode"}'},
+        {"actor": "operator:mallory"},
+        {"create_time": 1},
+        {"payload_json": "not json"},
+    ],
+)
+async def test_edit_is_found_at_the_edited_row(db: Database, values: dict) -> None:
+    await tamper(db, update(audit_events).where(audit_events.c.sequence == 4).values(**values))
+    result = await verify(db)
+    assert (result.valid, result.first_bad_sequence, result.checked) == (False, 4, 3)
+    assert result.problem
+
+
+async def test_deletion_is_found(db: Database) -> None:
+    await tamper(db, delete(audit_events).where(audit_events.c.sequence == 3))
+    result = await verify(db)
+    assert (result.valid, result.first_bad_sequence) == (False, 3)
+    assert "missing" in result.problem
+
+
+async def test_deleting_the_first_row_is_found(db: Database) -> None:
+    await tamper(db, delete(audit_events).where(audit_events.c.sequence == 1))
+    assert (await verify(db)).first_bad_sequence == 1
+
+
+async def test_truncating_the_tail_is_found(db: Database) -> None:
+    await tamper(db, delete(audit_events).where(audit_events.c.sequence >= 6))
+    result = await verify(db)
+    assert (result.valid, result.first_bad_sequence, result.checked) == (False, 6, 5)
+
+
+async def test_reordering_is_found(db: Database) -> None:
+    # Swap rows 2 and 5 by swapping their sequence numbers.
+    await tamper(db, text("UPDATE ledger_audit_events SET sequence = -2 WHERE sequence = 2"))
+    await tamper(db, text("UPDATE ledger_audit_events SET sequence = 2 WHERE sequence = 5"))
+    await tamper(db, text("UPDATE ledger_audit_events SET sequence = 5 WHERE sequence = -2"))
+    result = await verify(db)
+    assert (result.valid, result.first_bad_sequence) == (False, 2)
+
+
+async def test_rehashed_edit_still_breaks_the_link(db: Database) -> None:
+    """Recomputing the edited row's own hash is not enough: the next row no longer links."""
+
+    async def forge(conn: AsyncConnection) -> None:
+        rows = (await conn.execute(select(audit_events).order_by("sequence"))).mappings().all()
+        row = dict(rows[2])
+        row["actor"] = "operator:mallory"
+        new_hash = audit.entry_hash(row["prev_hash"], row)
+        await conn.execute(
+            update(audit_events)
+            .where(audit_events.c.sequence == 3)
+            .values(actor="operator:mallory", hash=new_hash)
+        )
+
+    await db.write(forge)
+    result = await verify(db)
+    assert (result.valid, result.first_bad_sequence) == (False, 4)
+
+
+async def test_append_is_a_single_chain_across_batches(db: Database) -> None:
+    events = [
+        {"event_type": "wallet_created", "actor": "operator:ops", "agent_id": f"w{n}"}
+        for n in range(3)
+    ]
+    last = await db.write(lambda conn: audit.append(conn, events))
+    assert last.sequence == 10
+    assert await db.read(audit.head) == (10, last.hash)
+    assert (await verify(db)).valid

@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from p2e_kit.errors import InvalidArgument, Unimplemented
+from p2e_ledger_gateway.config import Settings
+from p2e_ledger_gateway.server import ledger_options
+
+REPO_CONFIG = Path(__file__).resolve().parents[4] / "config"
+
+
+def test_repo_config_loads() -> None:
+    options = ledger_options(Settings(config_dir=REPO_CONFIG))
+    assert (options.currency.asset, options.currency.scale) == ("P2E", 2)
+    assert options.initial_balance == 100_00
+    assert options.policies["child"].daily_cap == 200_00
+    assert "agent_alpha" in options.configured_agents
+
+
+def test_defaults_without_config(tmp_path: Path) -> None:
+    options = ledger_options(Settings(config_dir=tmp_path))
+    assert (options.initial_balance, options.currency.scale, options.policies) == (10000, 2, {})
+
+
+def write(tmp_path: Path, ledger: dict) -> Settings:
+    (tmp_path / "config.json").write_text(json.dumps({"ledger": ledger}))
+    return Settings(config_dir=tmp_path)
+
+
+def test_canton_backend_is_not_this_gateway(tmp_path: Path) -> None:
+    with pytest.raises(Unimplemented, match="Canton"):
+        ledger_options(write(tmp_path, {"backend": "canton"}))
+
+
+@pytest.mark.parametrize(
+    "ledger",
+    [
+        {"initial_balance": 1.005},
+        {"initial_balance": -1},
+        {"policies": {"x": {"max_per_transfer": 0.001}}},
+    ],
+)
+def test_bad_money_in_config_is_refused(tmp_path: Path, ledger: dict) -> None:
+    with pytest.raises(InvalidArgument):
+        ledger_options(write(tmp_path, ledger))
+
+
+def test_scale_and_asset_come_from_config(tmp_path: Path) -> None:
+    options = ledger_options(write(tmp_path, {"scale": 0, "asset": "PTS", "initial_balance": 5}))
+    assert (options.currency.format(options.initial_balance), options.currency.asset) == (
+        "5",
+        "PTS",
+    )
+
+
+def test_settings_env_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("P2E_LEDGER_PORT", "6000")
+    monkeypatch.setenv("P2E_LEDGER_DATABASE_URL", "postgresql://u:secret@db/ledger")
+    settings = Settings()
+    assert (settings.port, settings.db_url) == (6000, "postgresql://u:secret@db/ledger")
