@@ -71,6 +71,8 @@ def to_status(error: P2EError) -> status_pb2.Status:
 async def _abort_with(context: grpc.aio.ServicerContext, exc: BaseException) -> None:
     if isinstance(exc, P2EError):
         await context.abort_with_status(rpc_status.to_status(to_status(exc)))
+    if isinstance(exc, NotImplementedError):  # a generated servicer's unwritten method
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "method not implemented")
     log.exception("internal error", exc_info=exc)
     await context.abort(grpc.StatusCode.INTERNAL, "internal error")
 

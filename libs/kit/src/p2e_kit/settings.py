@@ -15,18 +15,10 @@ from pydantic import model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from p2e_kit.db import sqlite_url
+from p2e_kit.ports import DEFAULT_NATS_URL, DEFAULT_PORTS
 
-DEFAULT_NATS_URL = "nats://127.0.0.1:4225"
 SHARED_KEYS = ("nats_url", "data_dir", "config_dir", "log_level")
-
-# Default loopback ports of the local stack; each can be moved with P2E_<SERVICE>_PORT.
-DEFAULT_PORTS = {
-    "orchestrator": 50061,
-    "tool_runner": 50062,
-    "ledger": 50063,
-    "evaluator": 50064,
-    "artifacts": 50065,
-}
+__all__ = ["DEFAULT_NATS_URL", "DEFAULT_PORTS", "Endpoints", "ServiceSettings"]
 
 
 class ServiceSettings(BaseSettings):
