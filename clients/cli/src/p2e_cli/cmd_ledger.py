@@ -95,7 +95,8 @@ def balance(
     )
 
 
-@app.command()
+# A negative amount ("-5") is an argument to check, not an unknown option.
+@app.command(context_settings={"ignore_unknown_options": True})
 def transfer(
     from_agent: Annotated[str, typer.Argument(metavar="FROM", help="Payer agent id.")],
     to_agent: Annotated[str, typer.Argument(metavar="TO", help="Payee agent id.")],
