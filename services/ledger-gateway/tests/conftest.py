@@ -104,9 +104,10 @@ class Harness:
 
 
 @asynccontextmanager
-async def serving(settings: Settings) -> AsyncIterator[Harness]:
+async def serving(settings: Settings, **build: Any) -> AsyncIterator[Harness]:
+    """The ledger on a real socket; `build` goes to `build_app` (e.g. `canton_transport`)."""
     async with (
-        running_app(settings) as app,
+        running_app(settings, **build) as app,
         grpc_serving(app.registrations, address="127.0.0.1:0") as (port, _server, _health),
     ):
         address = f"127.0.0.1:{port}"
@@ -127,5 +128,5 @@ async def ledger(make_settings: Callable[..., Settings], sqlite_url: str) -> Asy
 
 @pytest.fixture
 def serve_ledger() -> Callable[[Settings], Any]:
-    """`async with serve_ledger(settings) as harness:` the ledger on a real socket."""
+    """`async with serve_ledger(settings, **build) as harness:` the ledger on a real socket."""
     return serving

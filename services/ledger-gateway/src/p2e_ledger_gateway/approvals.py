@@ -1,7 +1,8 @@
 """Operator decisions on PENDING_APPROVAL transfers, inside one write transaction.
 
-Approving settles the transfer now (the payer's freeze and funds are checked again; if they
-fail, it stays pending and the operator gets FAILED_PRECONDITION). Rejecting moves nothing.
+Approving settles the transfer now, through the `MoneyBackend` (on Canton: submitted with the
+payer's original request_id); the payer's freeze and funds are checked again, and if they
+fail, it stays pending and the operator gets FAILED_PRECONDITION. Rejecting moves nothing.
 A decision retried with the same request_id replays; any other second decision is
 FAILED_PRECONDITION NOT_PENDING.
 """
@@ -9,6 +10,7 @@ FAILED_PRECONDITION NOT_PENDING.
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -16,51 +18,58 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from p2e_kit.errors import NotFound
 from p2e_ledger_gateway import events
 from p2e_ledger_gateway.money import Currency
+from p2e_ledger_gateway.policy import Refusal
 from p2e_ledger_gateway.records import Status, TransferRecord
 from p2e_ledger_gateway.store import now_us, transfers
 from p2e_ledger_gateway.transfers import (
-    INSUFFICIENT_FUNDS,
     NOT_PENDING,
     event_payload,
     find,
-    insufficient,
     lock_wallets,
     log_event,
-    move,
     precondition,
+    require_wallet,
 )
+
+if TYPE_CHECKING:
+    from p2e_ledger_gateway.money_backend import MoneyBackend
 
 
 async def approve(
-    conn: AsyncConnection, transfer_id: str, by: str, request_id: str, currency: Currency
+    conn: AsyncConnection,
+    money: MoneyBackend,
+    transfer_id: str,
+    by: str,
+    request_id: str,
+    currency: Currency,
 ) -> TransferRecord:
     """Settle a pending transfer; funds and freeze are checked again now."""
     record = await _pending_for_decision(conn, transfer_id, request_id, Status.SETTLED)
     if record.replayed:
         return record
-    payer = (await lock_wallets(conn, [record.from_agent, record.to_agent]))[record.from_agent]
+    ids = (record.from_agent, record.to_agent)
+    found = await money.wallets(conn, ids, await lock_wallets(conn, ids))
+    payer = require_wallet(found, record.from_agent)
     if payer.frozen:
         raise precondition("WALLET_FROZEN", record, "the payer's wallet is frozen")
-    balance_after = await move(conn, record)
-    if balance_after is None:
-        raise precondition(
-            INSUFFICIENT_FUNDS,
-            record,
-            insufficient(payer.balance, record.amount, currency).description,
-        )
+    moved = await money.move(conn, record)
+    if isinstance(moved, Refusal):
+        raise precondition(moved.reason, record, moved.description)
     now = now_us()
     record = replace(
         record,
         status=Status.SETTLED,
         settle_time=now,
-        from_balance_after=balance_after,
+        from_balance_after=moved.balance_after,
         decided_by=by,
         decision_request_id=request_id,
     )
     await _save_decision(conn, record)
-    payload = event_payload(record, currency) | {
-        "from_balance_after": currency.format(balance_after)
-    }
+    payload = (
+        event_payload(record, currency)
+        | {"from_balance_after": currency.format(moved.balance_after)}
+        | moved.evidence
+    )
     await log_event(conn, events.APPROVED, record, by, payload, currency, extra=[events.SETTLED])
     return record
 

@@ -1,6 +1,7 @@
 """The ledger: who may do what, request validation, and one transaction per operation.
 
-Plain async Python over `Database`; no grpc. Callers are `p2e_kit.channels.Caller`s
+Plain async Python over `Database` and a `MoneyBackend` (SQL or Canton, see
+money_backend.py); no grpc. Callers are `p2e_kit.channels.Caller`s
 (kind "agent" | "operator" | "service" | "anonymous").
 """
 
@@ -18,6 +19,7 @@ from p2e_ledger_gateway import approvals, audit, queries, transfers, wallets
 from p2e_ledger_gateway.audit import EVENT_TYPES, AuditEntry, Verification
 from p2e_ledger_gateway.database import Database
 from p2e_ledger_gateway.money import Currency
+from p2e_ledger_gateway.money_backend import MoneyBackend, SqlMoney
 from p2e_ledger_gateway.paging import page_size
 from p2e_ledger_gateway.policy import NO_POLICY, Policy
 from p2e_ledger_gateway.records import DebugInfo, Metrics, TransferRecord, WalletRecord
@@ -48,11 +50,13 @@ class Ledger:
         db: Database,
         options: LedgerOptions,
         *,
+        money: MoneyBackend | None = None,
         on_outbox: Callable[[], None] | None = None,
     ) -> None:
         self.db = db
         self.options = options
         self.currency = options.currency
+        self.money: MoneyBackend = money or SqlMoney(db, options.currency)
         self._on_outbox = on_outbox or (lambda: None)
 
     # --- wallets -------------------------------------------------------------------------
@@ -74,7 +78,7 @@ class Ledger:
         _check_text(request_id, "request_id", MAX_REQUEST_ID)
         found, created = await self.db.write(
             lambda conn: wallets.create_missing(
-                conn, ids, balance, str(caller), request_id, self.currency
+                conn, self.money, ids, balance, str(caller), request_id, self.currency
             )
         )
         if created:
@@ -84,7 +88,7 @@ class Ledger:
     async def get_balance(self, caller: Caller, agent_id: str) -> WalletRecord:
         agent_id = agent_id or (caller.id if caller.is_agent else "")
         _check_id(agent_id, "agent_id")
-        found = await self.db.read(lambda conn: queries.wallet(conn, agent_id))
+        found = await self.db.read(lambda conn: self.money.wallet(conn, agent_id))
         if found is None:
             raise NotFound(f"no wallet for agent {agent_id!r}", reason="WALLET_NOT_FOUND")
         return found
@@ -97,7 +101,9 @@ class Ledger:
         _check_text(reason, "reason", MAX_REASON)
         _check_text(request_id, "request_id", MAX_REQUEST_ID)
         return await self.db.write(
-            lambda conn: wallets.set_frozen(conn, agent_id, frozen, str(caller), reason, request_id)
+            lambda conn: wallets.set_frozen(
+                conn, self.money, agent_id, frozen, str(caller), reason, request_id
+            )
         )
 
     # --- transfers -----------------------------------------------------------------------
@@ -120,7 +126,7 @@ class Ledger:
         request = replace(request, conversation_id=conversation_id)
         policy = self.options.policies.get(payer, NO_POLICY)
         record = await self.db.write(
-            lambda conn: transfers.create(conn, request, policy, self.currency)
+            lambda conn: transfers.create(conn, self.money, request, policy, self.currency)
         )
         if not record.replayed:
             self._on_outbox()
@@ -151,7 +157,7 @@ class Ledger:
         _check_text(request_id, "request_id", MAX_REQUEST_ID)
         record = await self.db.write(
             lambda conn: approvals.approve(
-                conn, transfer_id, str(caller), request_id, self.currency
+                conn, self.money, transfer_id, str(caller), request_id, self.currency
             )
         )
         if not record.replayed:
@@ -184,7 +190,7 @@ class Ledger:
         size = page_size(size, default=20, maximum=500)
 
         async def work(conn: AsyncConnection) -> tuple[list[TransferRecord], str]:
-            if await queries.wallet(conn, agent_id) is None:
+            if await self.money.wallet(conn, agent_id) is None:
                 raise NotFound(f"no wallet for agent {agent_id!r}", reason="WALLET_NOT_FOUND")
             return await queries.transactions(conn, agent_id, size, token)
 
@@ -207,21 +213,28 @@ class Ledger:
         return await self.db.read(audit.verify)
 
     async def metrics(self) -> Metrics:
-        return await self.db.read(queries.metrics)
+        async def work(conn: AsyncConnection) -> Metrics:
+            balances = [w.balance for w in await self.money.all_wallets(conn)]
+            return await queries.metrics(conn, balances)
+
+        return await self.db.read(work)
 
     async def overview(self) -> list[WalletRecord]:
-        return await self.db.read(queries.all_wallets)
+        return await self.db.read(self.money.all_wallets)
 
     async def debug_info(self) -> DebugInfo:
-        connected = await self.db.ping()
+        connected = await self.money.connected()
+        # The audit chain and the outbox are in the gateway's database, whatever the backend.
+        db_up = connected if isinstance(self.money, SqlMoney) else await self.db.ping()
         sequence, head_hash, pending = 0, "", 0
-        if connected:
+        if db_up:
 
             async def work(conn: AsyncConnection) -> tuple[int, str, int]:
                 return (*await audit.head(conn), await queries.outbox_pending(conn))
 
             sequence, head_hash, pending = await self.db.read(work)
-        return DebugInfo("sql", self.db.endpoint, connected, sequence, head_hash, pending)
+        money = self.money
+        return DebugInfo(money.name, money.endpoint, connected, sequence, head_hash, pending)
 
 
 def _require_operator(caller: Caller, action: str) -> None:

@@ -1,4 +1,11 @@
-"""Start-up: open the database, build the ledger and its publisher, serve LedgerService."""
+"""Start-up: open the database, pick the money backend, build the ledger and its publisher,
+serve LedgerService.
+
+`ledger.backend` in config.json picks where balances live: "sql" (the gateway's database) or
+"canton" (a Canton participant's JSON Ledger API, `ledger.json_api_url`; tokens and retries
+from `P2E_CANTON_*`). Either way the gateway's database holds the transfer outcomes, the
+policies' approvals, the audit chain and the outbox (see money_backend.py).
+"""
 
 from __future__ import annotations
 
@@ -7,17 +14,21 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from p2e_kit.appconfig import load_agents, load_app_config
+import httpx
+
+from p2e_kit.appconfig import LedgerConfig, load_agents, load_app_config
 from p2e_kit.db import create_engine
-from p2e_kit.errors import Unimplemented
 from p2e_kit.grpc_server import Registration
 from p2e_kit.service import serve
 from p2e_kit.settings import ServiceSettings
 from p2e_ledger_gateway.api import LedgerApi
+from p2e_ledger_gateway.canton import CantonLedgerBackend, CantonSettings
+from p2e_ledger_gateway.canton_money import CantonMoney, check_currency
 from p2e_ledger_gateway.config import Settings
 from p2e_ledger_gateway.database import Database
 from p2e_ledger_gateway.ledger import Ledger, LedgerOptions
 from p2e_ledger_gateway.money import Currency
+from p2e_ledger_gateway.money_backend import MoneyBackend, SqlMoney
 from p2e_ledger_gateway.outbox import OutboxPublisher
 from p2e_ledger_gateway.policy import load_policies
 from p2e_ledger_gateway.store import create_schema
@@ -36,23 +47,25 @@ class LedgerApp:
     ledger: Ledger
     publisher: OutboxPublisher | None
     registrations: list[Registration]
+    closed: bool = False
 
     async def close(self) -> None:
-        """Stop the publisher and close the database; safe to call twice."""
+        """Stop the publisher, the backend's client and the database; safe to call twice."""
         if self.publisher is not None:
             await self.publisher.stop()
             self.publisher = None
+        if not self.closed:
+            self.closed = True
+            await self.ledger.money.aclose()
         await self.db.engine.dispose()
 
 
 def ledger_options(settings: ServiceSettings) -> LedgerOptions:
     """The business configuration from `config.json` (ledger section) and `agents.yml`."""
-    config = load_app_config(settings.config_dir).ledger
-    if config.backend != "sql":
-        raise Unimplemented(
-            f"ledger backend {config.backend!r} arrives with the Canton adapter; "
-            "this gateway serves the 'sql' backend"
-        )
+    return _options(load_app_config(settings.config_dir).ledger, settings)
+
+
+def _options(config: LedgerConfig, settings: ServiceSettings) -> LedgerOptions:
     currency = Currency(asset=config.asset, scale=config.scale)
     return LedgerOptions(
         currency=currency,
@@ -64,13 +77,51 @@ def ledger_options(settings: ServiceSettings) -> LedgerOptions:
     )
 
 
-async def build_app(settings: Settings) -> LedgerApp:
-    """Open the database (creating tables), build the ledger, start the outbox publisher."""
-    options = ledger_options(settings)
+def money_backend(
+    config: LedgerConfig,
+    db: Database,
+    currency: Currency,
+    *,
+    canton_settings: CantonSettings | None = None,
+    canton_transport: httpx.AsyncBaseTransport | None = None,
+) -> MoneyBackend:
+    """The backend `ledger.backend` names; Canton's HTTP transport can be a test double."""
+    if config.backend == "canton":
+        check_currency(currency)
+        canton = CantonLedgerBackend.from_config(
+            config, canton_settings or CantonSettings(), transport=canton_transport
+        )
+        return CantonMoney(canton, currency)
+    return SqlMoney(db, currency)
+
+
+async def build_app(
+    settings: Settings,
+    *,
+    canton_settings: CantonSettings | None = None,
+    canton_transport: httpx.AsyncBaseTransport | None = None,
+) -> LedgerApp:
+    """Open the database (creating tables), build the ledger, start the outbox publisher.
+
+    `canton_settings` / `canton_transport` (tests): how the Canton backend reaches its
+    participant, instead of `P2E_CANTON_*` and the network.
+    """
+    config = load_app_config(settings.config_dir).ledger
+    options = _options(config, settings)
     db = Database(create_engine(settings.db_url), retry_attempts=settings.db_retry_attempts)
+    money: MoneyBackend | None = None
     try:
+        money = money_backend(
+            config,
+            db,
+            options.currency,
+            canton_settings=canton_settings,
+            canton_transport=canton_transport,
+        )
         await create_schema(db.engine)
     except Exception:
+        if money is not None:
+            await money.aclose()
         await db.engine.dispose()
         raise
     publisher = None
@@ -85,22 +136,35 @@ async def build_app(settings: Settings) -> LedgerApp:
             retention_hours=settings.outbox_retention_hours,
         )
         publisher.start()
-    ledger = Ledger(db, options, on_outbox=publisher.notify if publisher else None)
+    ledger = Ledger(db, options, money=money, on_outbox=publisher.notify if publisher else None)
     servicer = LedgerApi(ledger)
     registrations = [
         Registration(
             ledger_service_pb2_grpc.add_LedgerServiceServicer_to_server, servicer, SERVICE_NAME
         )
     ]
+    currency = options.currency
     log.info(
-        "ledger on %s (%s, scale %d)", db.endpoint, options.currency.asset, options.currency.scale
+        "ledger: money on %s %s, records on %s (%s, scale %d)",
+        money.name,
+        money.endpoint,
+        db.endpoint,
+        currency.asset,
+        currency.scale,
     )
     return LedgerApp(db, ledger, publisher, registrations)
 
 
 @asynccontextmanager
-async def running_app(settings: Settings) -> AsyncIterator[LedgerApp]:
-    app = await build_app(settings)
+async def running_app(
+    settings: Settings,
+    *,
+    canton_settings: CantonSettings | None = None,
+    canton_transport: httpx.AsyncBaseTransport | None = None,
+) -> AsyncIterator[LedgerApp]:
+    app = await build_app(
+        settings, canton_settings=canton_settings, canton_transport=canton_transport
+    )
     try:
         yield app
     finally:

@@ -33,6 +33,9 @@ GENESIS_HASH = "0" * 64
 
 metadata = MetaData()
 
+# With `ledger.backend: canton` a row is the gateway's registry entry of a Canton wallet (the
+# foreign-key target of transfers and mints, the lock of its transfers); the money columns
+# stay at their defaults there, balances and freezes are on Canton (canton_money.py).
 wallets = Table(
     "ledger_wallets",
     metadata,

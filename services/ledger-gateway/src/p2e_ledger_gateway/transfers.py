@@ -1,5 +1,6 @@
-"""Transfers inside one database transaction: wallet locks, idempotency, policy, the guarded
-debit, the credit, the transfer row, its audit entry and its outbox rows, all or nothing.
+"""Transfers inside one database transaction: wallet locks, idempotency, policy, the move of
+the money (through the `MoneyBackend`: the guarded debit and the credit in SQL, or one Canton
+transaction), the transfer row, its audit entry and its outbox rows, all or nothing.
 
 Every function here takes an open write transaction (`AsyncConnection`) and returns the
 recorded outcome. A refusal for a business reason (insufficient funds, a policy) is
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -29,6 +31,9 @@ from p2e_ledger_gateway.money import Currency
 from p2e_ledger_gateway.policy import DAY_US, Policy, Refusal, Verdict, evaluate
 from p2e_ledger_gateway.records import Status, TransferRecord, WalletRecord
 from p2e_ledger_gateway.store import now_us, outbox, transfers, wallets
+
+if TYPE_CHECKING:
+    from p2e_ledger_gateway.money_backend import MoneyBackend, Moved
 
 INSUFFICIENT_FUNDS = "INSUFFICIENT_FUNDS"
 APPROVAL_REQUIRED = "APPROVAL_REQUIRED"
@@ -111,17 +116,45 @@ async def spent_last_day(conn: AsyncConnection, agent_id: str, now: int) -> int:
 
 
 async def create(
-    conn: AsyncConnection, request: TransferRequest, policy: Policy, currency: Currency
+    conn: AsyncConnection,
+    money: MoneyBackend,
+    request: TransferRequest,
+    policy: Policy,
+    currency: Currency,
 ) -> TransferRecord:
     """Record the outcome of a new request, or replay the one already recorded."""
-    found = await lock_wallets(conn, (request.from_agent, request.to_agent))
+    ids = (request.from_agent, request.to_agent)
+    locked = await lock_wallets(conn, ids)
     previous = await find_by_request(conn, request.from_agent, request.request_id)
     if previous is not None:
         return _replay(previous, request, currency)
-    for agent in (request.from_agent, request.to_agent):
-        if agent not in found:
-            raise NotFound(f"no wallet for agent {agent!r}", reason="WALLET_NOT_FOUND")
-    payer, now = found[request.from_agent], now_us()
+    found = await money.wallets(conn, ids, locked)
+    for agent in ids:
+        require_wallet(found, agent)
+    now = now_us()
+    verdict, refusal = await _judge(conn, found[request.from_agent], request, policy, currency, now)
+    record = _new(request, now)
+    if refusal is not None or verdict is Verdict.NEEDS_APPROVAL:
+        # A move the backend made for this request but the gateway never recorded is the outcome.
+        earlier = await money.already_moved(conn, record)
+        if earlier is not None:
+            return await _record_settled(conn, record, earlier, currency)
+    if refusal is not None:
+        return await _record_refusal(conn, record, refusal, currency)
+    if verdict is Verdict.NEEDS_APPROVAL:
+        return await _record_pending(conn, record, currency)
+    return await _settle_new(conn, money, record, currency)
+
+
+async def _judge(
+    conn: AsyncConnection,
+    payer: WalletRecord,
+    request: TransferRequest,
+    policy: Policy,
+    currency: Currency,
+    now: int,
+) -> tuple[Verdict, Refusal | None]:
+    """The payer's policy, then its funds."""
     spent = await spent_last_day(conn, payer.agent_id, now) if policy.daily_cap else 0
     verdict, refusal = evaluate(
         policy,
@@ -133,11 +166,14 @@ async def create(
     )
     if refusal is None and payer.balance < request.amount:
         refusal = insufficient(payer.balance, request.amount, currency)
-    if refusal is not None:
-        return await _record_refusal(conn, _new(request, now), refusal, currency)
-    if verdict is Verdict.NEEDS_APPROVAL:
-        return await _record_pending(conn, _new(request, now), currency)
-    return await _settle_new(conn, _new(request, now), currency)
+    return verdict, refusal
+
+
+def require_wallet(found: dict[str, WalletRecord], agent_id: str) -> WalletRecord:
+    wallet = found.get(agent_id)
+    if wallet is None:
+        raise NotFound(f"no wallet for agent {agent_id!r}", reason="WALLET_NOT_FOUND")
+    return wallet
 
 
 def _new(request: TransferRequest, now: int) -> TransferRecord:
@@ -178,7 +214,8 @@ def _replay(
 def insufficient(balance: int, amount: int, currency: Currency) -> Refusal:
     return Refusal(
         INSUFFICIENT_FUNDS,
-        f"balance {currency.format(balance)} is below the amount {currency.format(amount)}",
+        f"insufficient funds: balance {currency.format(balance)} is below the amount "
+        f"{currency.format(amount)}",
     )
 
 
@@ -209,23 +246,29 @@ async def _record_pending(
 
 
 async def _settle_new(
-    conn: AsyncConnection, record: TransferRecord, currency: Currency
+    conn: AsyncConnection, money: MoneyBackend, record: TransferRecord, currency: Currency
 ) -> TransferRecord:
-    balance_after = await move(conn, record)
-    if balance_after is None:  # the guard caught what the locked read did not: refuse
-        payer = (await lock_wallets(conn, [record.from_agent]))[record.from_agent]
-        refusal = insufficient(payer.balance, record.amount, currency)
-        return await _record_refusal(conn, record, refusal, currency)
+    moved = await money.move(conn, record)
+    if isinstance(moved, Refusal):
+        return await _record_refusal(conn, record, moved, currency)
+    return await _record_settled(conn, record, moved, currency)
+
+
+async def _record_settled(
+    conn: AsyncConnection, record: TransferRecord, moved: Moved, currency: Currency
+) -> TransferRecord:
     record = replace(
         record,
         status=Status.SETTLED,
         settle_time=record.create_time,
-        from_balance_after=balance_after,
+        from_balance_after=moved.balance_after,
     )
     await conn.execute(_INSERT_TRANSFER, record.row())
-    payload = event_payload(record, currency) | {
-        "from_balance_after": currency.format(balance_after)
-    }
+    payload = (
+        event_payload(record, currency)
+        | {"from_balance_after": currency.format(moved.balance_after)}
+        | moved.evidence
+    )
     await log_event(conn, events.SETTLED, record, record.initiated_by, payload, currency)
     return record
 

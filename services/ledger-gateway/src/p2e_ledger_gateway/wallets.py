@@ -1,20 +1,29 @@
-"""Wallet lifecycle inside a write transaction: creation (with its mint) and freezing."""
+"""Wallet lifecycle inside a write transaction: creation (with its mint) and freezing.
+
+The wallets themselves are made and changed by the `MoneyBackend`; the mints and the audit
+entries are the gateway's, whatever the backend.
+"""
 
 from __future__ import annotations
 
-from sqlalchemy import insert, update
+from typing import TYPE_CHECKING
+
+from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from p2e_kit.errors import NotFound
 from p2e_ledger_gateway import audit
 from p2e_ledger_gateway.money import Currency
 from p2e_ledger_gateway.records import WalletRecord
-from p2e_ledger_gateway.store import mints, now_us, wallets
-from p2e_ledger_gateway.transfers import lock_wallets
+from p2e_ledger_gateway.store import mints, now_us
+from p2e_ledger_gateway.transfers import lock_wallets, require_wallet
+
+if TYPE_CHECKING:
+    from p2e_ledger_gateway.money_backend import MoneyBackend
 
 
 async def create_missing(
     conn: AsyncConnection,
+    money: MoneyBackend,
     agent_ids: list[str],
     balance: int,
     actor: str,
@@ -26,25 +35,11 @@ async def create_missing(
     Returns every named wallet (in the order named) and the ids created.
     """
     # Lock the existing wallets before the chain head, like every other writer (no deadlock).
-    existing = await lock_wallets(conn, agent_ids)
-    created = sorted(set(agent_ids) - set(existing))  # a fixed insert order: no deadlock on twins
+    existing = await money.wallets(conn, agent_ids, await lock_wallets(conn, agent_ids))
+    missing = set(agent_ids) - set(existing)
+    created = await money.create(conn, sorted(missing), balance) if missing else []
     if created:
         now = now_us()
-        await conn.execute(
-            insert(wallets),
-            [
-                {
-                    "agent_id": agent,
-                    "balance": balance,
-                    "frozen": False,
-                    "sent_count": 0,
-                    "received_count": 0,
-                    "create_time": now,
-                    "last_activity_time": None,
-                }
-                for agent in created
-            ],
-        )
         await conn.execute(
             insert(mints),
             [
@@ -62,13 +57,15 @@ async def create_missing(
             for a in created
         ]
         await audit.append(conn, entries)
-    found = await lock_wallets(conn, agent_ids)  # all held by now: no wait
+    # All rows held by now: no wait.
+    found = await money.wallets(conn, agent_ids, await lock_wallets(conn, agent_ids))
     created_in_order = [a for a in agent_ids if a in set(created)]
-    return [found[a] for a in agent_ids], created_in_order
+    return [require_wallet(found, a) for a in agent_ids], created_in_order
 
 
 async def set_frozen(
     conn: AsyncConnection,
+    money: MoneyBackend,
     agent_id: str,
     frozen: bool,
     actor: str,
@@ -76,13 +73,11 @@ async def set_frozen(
     request_id: str,
 ) -> WalletRecord:
     """Freeze or unfreeze; an unchanged wallet is returned as is, without an audit entry."""
-    found = await lock_wallets(conn, [agent_id])
-    if agent_id not in found:
-        raise NotFound(f"no wallet for agent {agent_id!r}", reason="WALLET_NOT_FOUND")
-    current = found[agent_id]
+    found = await money.wallets(conn, [agent_id], await lock_wallets(conn, [agent_id]))
+    current = require_wallet(found, agent_id)
     if current.frozen == frozen:
         return current
-    await conn.execute(update(wallets).where(wallets.c.agent_id == agent_id).values(frozen=frozen))
+    changed = await money.set_frozen(conn, current, frozen)
     await audit.append(
         conn,
         [
@@ -94,4 +89,4 @@ async def set_frozen(
             }
         ],
     )
-    return (await lock_wallets(conn, [agent_id]))[agent_id]
+    return changed

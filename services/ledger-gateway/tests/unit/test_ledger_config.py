@@ -5,9 +5,16 @@ from pathlib import Path
 
 import pytest
 
-from p2e_kit.errors import InvalidArgument, Unimplemented
+from p2e_kit.appconfig import LedgerConfig
+from p2e_kit.db import create_engine
+from p2e_kit.errors import InvalidArgument
+from p2e_ledger_gateway.canton.testing import FAKE_URL, fake_settings
+from p2e_ledger_gateway.canton_money import CantonMoney
 from p2e_ledger_gateway.config import Settings
-from p2e_ledger_gateway.server import ledger_options
+from p2e_ledger_gateway.database import Database
+from p2e_ledger_gateway.money import Currency
+from p2e_ledger_gateway.money_backend import SqlMoney
+from p2e_ledger_gateway.server import ledger_options, money_backend
 
 REPO_CONFIG = Path(__file__).resolve().parents[4] / "config"
 
@@ -30,9 +37,20 @@ def write(tmp_path: Path, ledger: dict) -> Settings:
     return Settings(config_dir=tmp_path)
 
 
-def test_canton_backend_is_not_this_gateway(tmp_path: Path) -> None:
-    with pytest.raises(Unimplemented, match="Canton"):
-        ledger_options(write(tmp_path, {"backend": "canton"}))
+async def test_backend_comes_from_config(tmp_path: Path) -> None:
+    ledger_options(write(tmp_path, {"backend": "canton"}))  # a valid business configuration
+    db = Database(create_engine(f"sqlite+aiosqlite:///{tmp_path / 'l.db'}"))
+    try:
+        sql = money_backend(LedgerConfig(), db, Currency())
+        assert isinstance(sql, SqlMoney) and sql.endpoint == db.endpoint
+        config = LedgerConfig(backend="canton", json_api_url=FAKE_URL)
+        canton = money_backend(config, db, Currency(), canton_settings=fake_settings())
+        assert isinstance(canton, CantonMoney) and canton.endpoint == FAKE_URL
+        await canton.aclose()
+        with pytest.raises(InvalidArgument, match="Daml"):  # Daml's Decimal has 10 digits
+            money_backend(config, db, Currency(scale=12), canton_settings=fake_settings())
+    finally:
+        await db.engine.dispose()
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,167 @@
+"""The seam between the ledger's one transfer path and the place the money lives.
+
+Everything but the money is decided by the gateway, once, for both backends: the caller and
+request checks (ledger.py), idempotency, policy and the recorded outcome of every transfer
+(transfers.py), approvals (approvals.py), the hash-chained audit log and the outbox. All of
+it runs in one write transaction of the gateway's own database, with the wallets' rows of
+`ledger_wallets` locked first (transfers.lock_wallets). Only the money goes through a
+`MoneyBackend`, from inside that transaction:
+
+- `SqlMoney` (here): balances are columns of those same rows, so the debit, the credit,
+  the transfer row, its audit entry and its outbox rows commit together.
+- `CantonMoney` (canton_money.py): balances are `Wallet` contracts on a Canton participant;
+  the rows are the gateway's registry of those wallets (the foreign-key target of transfers
+  and mints). A move is one Canton transaction whose command id comes from (payer,
+  request_id), submitted while the rows are locked; if the gateway's transaction then fails,
+  the caller's retry finds the transfer on Canton and records it, never moving money twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from sqlalchemy import insert, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from p2e_ledger_gateway import queries
+from p2e_ledger_gateway.database import Database
+from p2e_ledger_gateway.money import Currency
+from p2e_ledger_gateway.policy import Refusal
+from p2e_ledger_gateway.records import TransferRecord, WalletRecord
+from p2e_ledger_gateway.store import now_us, wallets
+from p2e_ledger_gateway.transfers import insufficient, lock_wallets, move
+
+
+@dataclass(frozen=True)
+class Moved:
+    """A move that happened: the payer's balance after it, and the backend's proof of it
+    (e.g. the Canton command and update ids), added to the settled audit entry."""
+
+    balance_after: int
+    evidence: dict[str, str] = field(default_factory=dict)
+
+
+class MoneyBackend(Protocol):
+    """Where balances live. Write methods run inside the ledger's write transaction `conn`,
+    after the caller locked the wallets' rows with `transfers.lock_wallets`."""
+
+    name: str
+
+    @property
+    def endpoint(self) -> str:
+        """Where the money lives (database URL without password, or JSON API URL)."""
+        ...
+
+    async def wallets(
+        self, conn: AsyncConnection, agent_ids: Sequence[str], locked: dict[str, WalletRecord]
+    ) -> dict[str, WalletRecord]:
+        """The named wallets that exist, with their money state; `locked` are their rows."""
+        ...
+
+    async def wallet(self, conn: AsyncConnection, agent_id: str) -> WalletRecord | None:
+        """One wallet (read-only transaction), None when it does not exist."""
+        ...
+
+    async def all_wallets(self, conn: AsyncConnection) -> list[WalletRecord]:
+        """Every wallet by agent id (read-only transaction)."""
+        ...
+
+    async def create(
+        self, conn: AsyncConnection, agent_ids: Sequence[str], balance: int
+    ) -> list[str]:
+        """Create these wallets (none exists) holding `balance`; the ids created, sorted."""
+        ...
+
+    async def move(self, conn: AsyncConnection, record: TransferRecord) -> Moved | Refusal:
+        """Debit the payer and credit the payee of `record`, or refuse (nothing moved)."""
+        ...
+
+    async def already_moved(self, conn: AsyncConnection, record: TransferRecord) -> Moved | None:
+        """The move of `record`'s request this backend made earlier but the gateway never
+        recorded (it stopped between the backend's commit and its own), or None. Asked before
+        a refusal or a pending outcome is recorded, so that a retry never flips a settlement."""
+        ...
+
+    async def set_frozen(
+        self, conn: AsyncConnection, current: WalletRecord, frozen: bool
+    ) -> WalletRecord:
+        """Freeze or unfreeze a wallet whose state is `current`; the wallet after."""
+        ...
+
+    async def connected(self) -> bool:
+        """Whether the backend answers right now; never raises."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+class SqlMoney:
+    """Balances in the ledger's own database: the `ledger_wallets` rows are the wallets."""
+
+    name = "sql"
+
+    def __init__(self, db: Database, currency: Currency) -> None:
+        self.db = db
+        self.currency = currency
+
+    @property
+    def endpoint(self) -> str:
+        return self.db.endpoint
+
+    async def wallets(
+        self, conn: AsyncConnection, agent_ids: Sequence[str], locked: dict[str, WalletRecord]
+    ) -> dict[str, WalletRecord]:
+        return locked  # the locked rows are the money state
+
+    async def wallet(self, conn: AsyncConnection, agent_id: str) -> WalletRecord | None:
+        return await queries.wallet(conn, agent_id)
+
+    async def all_wallets(self, conn: AsyncConnection) -> list[WalletRecord]:
+        return await queries.all_wallets(conn)
+
+    async def create(
+        self, conn: AsyncConnection, agent_ids: Sequence[str], balance: int
+    ) -> list[str]:
+        created = sorted(set(agent_ids))  # a fixed insert order: no deadlock on twins
+        now = now_us()
+        rows = [
+            {
+                "agent_id": agent,
+                "balance": balance,
+                "frozen": False,
+                "sent_count": 0,
+                "received_count": 0,
+                "create_time": now,
+                "last_activity_time": None,
+            }
+            for agent in created
+        ]
+        await conn.execute(insert(wallets), rows)
+        return created
+
+    async def move(self, conn: AsyncConnection, record: TransferRecord) -> Moved | Refusal:
+        balance_after = await move(conn, record)
+        if balance_after is None:  # the guard caught what the locked read did not: refuse
+            payer = (await lock_wallets(conn, [record.from_agent]))[record.from_agent]
+            return insufficient(payer.balance, record.amount, self.currency)
+        return Moved(balance_after)
+
+    async def already_moved(self, conn: AsyncConnection, record: TransferRecord) -> Moved | None:
+        return None  # the move and its record commit in one transaction: no gap
+
+    async def set_frozen(
+        self, conn: AsyncConnection, current: WalletRecord, frozen: bool
+    ) -> WalletRecord:
+        agent_id = current.agent_id
+        await conn.execute(
+            update(wallets).where(wallets.c.agent_id == agent_id).values(frozen=frozen)
+        )
+        return (await lock_wallets(conn, [agent_id]))[agent_id]
+
+    async def connected(self) -> bool:
+        return await self.db.ping()
+
+    async def aclose(self) -> None:
+        """Nothing of its own: the database belongs to the app."""
