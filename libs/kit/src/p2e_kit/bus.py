@@ -174,8 +174,12 @@ async def connect(url: str, name: str, *, connect_timeout: float = 2.0) -> Bus:
     async def _closed() -> None:
         log.info("nats connection closed")
 
+    connected = False
+
     async def _error(exc: Exception) -> None:
-        log.warning("nats: %s", exc or type(exc).__name__)
+        # Before the first connection the caller reports the failure once; after it, say why.
+        if connected:
+            log.warning("nats: %s", exc or type(exc).__name__)
 
     try:
         nc = await asyncio.wait_for(
@@ -196,4 +200,5 @@ async def connect(url: str, name: str, *, connect_timeout: float = 2.0) -> Bus:
             f"cannot reach nats-server at {url}: is it running? ({type(exc).__name__})",
             reason="NATS_UNAVAILABLE",
         ) from exc
+    connected = True
     return Bus(nc, nc.jetstream())

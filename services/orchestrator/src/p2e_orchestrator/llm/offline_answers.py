@@ -79,6 +79,8 @@ def _balance(done: Done, turn: Turn) -> str:
         value = data
     owner = first(data, ("agent_id", "wallet", "owner"))
     whose = "Your" if not owner or owner == turn.self_id or not turn.self_id else f"{owner}'s"
+    if value is None:
+        return f"I could not read {whose.lower()} balance from the ledger's answer."
     return f"{whose} balance is {money(value)} {asset(data)}."
 
 

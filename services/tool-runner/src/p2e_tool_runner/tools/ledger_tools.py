@@ -118,6 +118,8 @@ def _history_row(agent_id: str, transfer: TransferView) -> dict[str, Any]:
         "transfer_id": transfer.id,
         "direction": "sent" if sent else "received",
         "counterparty": transfer.to_agent if sent else transfer.from_agent,
+        "from_agent": transfer.from_agent,
+        "to_agent": transfer.to_agent,
         "amount": transfer.amount,
         "asset": transfer.asset,
         "reason": transfer.reason,

@@ -126,7 +126,7 @@ class ToolResult(_message.Message):
     CACHED_FIELD_NUMBER: _builtins.int
     DURATION_MS_FIELD_NUMBER: _builtins.int
     call_id: _builtins.str
-    """The call's id (the model's tool_call id); idempotency key of the execution."""
+    """The call's id (the orchestrator's tool_call state id, not the model's); idempotency key of the execution."""
     tool_name: _builtins.str
     """Tool name."""
     status: Global___ToolResultStatus.ValueType
