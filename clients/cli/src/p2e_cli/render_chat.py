@@ -176,8 +176,9 @@ def state_line(state: Any, *, echo_user: bool = True) -> str | None:
     target = escape(state.target)
     if kind in ("user_message", "user_input_response"):
         return f"[bold cyan]You>[/bold cyan] {text}" if echo_user else None
-    if kind == "assistant_message":
-        return f"[bold green]{escape(state.agent_id)}>[/bold green] {text}" if text else None
+    if kind == "assistant_message":  # keep the model's line breaks (lists, tables)
+        answer = escape(state.text.strip())
+        return f"[bold green]{escape(state.agent_id)}>[/bold green] {answer}" if answer else None
     if kind == "tool_call":
         return f"[dim]  → {target}({escape(_call_args(state.data_json))})[/dim]"
     if kind == "tool_result":

@@ -52,13 +52,20 @@ def pick(args: dict[str, Any], keys: tuple[str, ...]) -> str:
 def call_state(call: AskedCall) -> tuple[r.NewState, r.NewEffect]:
     """The state and effect of one requested call (a `delegate` call is an agent call)."""
     request = json.dumps({"tool": call.name, "arguments": call.arguments})
+    text = ""
     if call.name == DELEGATE_TOOL:
-        target = pick(parse_arguments(call.arguments) or {}, AGENT_KEYS)
+        args = parse_arguments(call.arguments) or {}
+        target, text = pick(args, AGENT_KEYS), pick(args, MESSAGE_KEYS)
         kind, effect = r.AGENT_CALL, DELEGATION_EFFECT
     else:
         target, kind, effect = call.name, r.TOOL_CALL, TOOL_EFFECT
     state = r.NewState(
-        kind=kind, id=call.call_id, call_id=call.call_id, target=target, data_json=call.arguments
+        kind=kind,
+        id=call.call_id,
+        call_id=call.call_id,
+        target=target,
+        text=text,
+        data_json=call.arguments,
     )
     return state, r.NewEffect(kind=effect, request_json=request)
 
