@@ -20,6 +20,9 @@ from p2e_kit.errors import ERROR_DOMAIN, FailedPrecondition, InvalidArgument, P2
 
 log = logging.getLogger(__name__)
 
+# The asyncio health servicer (the type stubs lack the `aio` re-export).
+health_aio = health.aio  # pyright: ignore[reportAttributeAccessIssue]
+
 
 @dataclass(frozen=True)
 class Registration:
@@ -70,7 +73,8 @@ def to_status(error: P2EError) -> status_pb2.Status:
 
 async def _abort_with(context: grpc.aio.ServicerContext, exc: BaseException) -> None:
     if isinstance(exc, P2EError):
-        await context.abort_with_status(rpc_status.to_status(to_status(exc)))
+        status = rpc_status.to_status(to_status(exc))
+        await context.abort(status.code, status.details, status.trailing_metadata)
     if isinstance(exc, NotImplementedError):  # a generated servicer's unwritten method
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "method not implemented")
     log.exception("internal error", exc_info=exc)
@@ -112,9 +116,9 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> Any:
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
@@ -144,7 +148,7 @@ def create_server(
     *,
     address: str,
     max_message_bytes: int = 16 * 1024 * 1024,
-) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
+) -> tuple[grpc.aio.Server, int, Any]:
     """A grpc.aio server bound to `address` ("127.0.0.1:0" picks a free port).
 
     Returns (server, bound port, health servicer); every service starts as SERVING once
@@ -156,7 +160,7 @@ def create_server(
         ("grpc.so_reuseport", 0),
     ]
     server = grpc.aio.server(interceptors=[ErrorInterceptor()], options=options)
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = [reflection.SERVICE_NAME, health.SERVICE_NAME]
     for reg in registrations:
@@ -169,7 +173,7 @@ def create_server(
     return server, port, health_servicer
 
 
-async def mark_serving(health_servicer: health.aio.HealthServicer, names: Iterable[str]) -> None:
+async def mark_serving(health_servicer: Any, names: Iterable[str]) -> None:
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     for name in names:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -177,7 +181,7 @@ async def mark_serving(health_servicer: health.aio.HealthServicer, names: Iterab
 
 async def run_until_signalled(
     server: grpc.aio.Server,
-    health_servicer: health.aio.HealthServicer,
+    health_servicer: Any,
     *,
     grace_seconds: float,
     on_stop: Callable[[], Awaitable[None]] | None = None,

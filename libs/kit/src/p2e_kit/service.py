@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
 from p2e_kit.errors import P2EError
 from p2e_kit.grpc_server import Registration, create_server, mark_serving, run_until_signalled
@@ -55,7 +55,7 @@ async def serve(
     )
 
 
-def run_main(settings: ServiceSettings, start: Callable[[ServiceSettings], Awaitable[None]]) -> int:
+def run_main(settings: ServiceSettings, start: Callable[[Any], Coroutine[Any, Any, None]]) -> int:
     """Configure logging and run `start(settings)`; a start-up failure is one log line, exit 2."""
     configure_logging(settings.log_level, settings.service_name)
     try:
@@ -69,7 +69,3 @@ def run_main(settings: ServiceSettings, start: Callable[[ServiceSettings], Await
     except KeyboardInterrupt:
         return 0
     return 0
-
-
-def exit_with(code: int) -> None:
-    sys.exit(code)
