@@ -120,3 +120,23 @@ def test_bad_caller_metadata_is_invalid_argument():
         parse_caller([("p2e-caller", "root")])
     assert parse_caller([]).kind == "anonymous"
     assert parse_caller([("p2e-caller", b"operator:ana")]).is_operator
+
+
+async def test_unary_calls_get_the_default_deadline():
+    class _Slow(tools_service_pb2_grpc.ToolServiceServicer):
+        async def GetTool(self, request, context):
+            remaining = context.time_remaining()
+            return tools_pb2.Tool(name=f"{remaining:.1f}")
+
+    reg = Registration(
+        tools_service_pb2_grpc.add_ToolServiceServicer_to_server,
+        _Slow(),
+        "p2engine.tools.v1.ToolService",
+    )
+    async with grpc_serving([reg], address="127.0.0.1:0") as (port, _s, _h):
+        async with open_channel(f"127.0.0.1:{port}", default_deadline=3.0) as channel:
+            client = tools_service_pb2_grpc.ToolServiceStub(channel)
+            tool = await client.GetTool(tools_service_pb2.GetToolRequest(name="x"))
+            assert 0 < float(tool.name) <= 3.0
+            tool = await client.GetTool(tools_service_pb2.GetToolRequest(name="x"), timeout=30)
+            assert float(tool.name) > 3.0

@@ -78,10 +78,32 @@ def parse_caller(metadata: Iterable[tuple[str, str | bytes]] | None) -> Caller:
     return ANONYMOUS
 
 
-def open_channel(address: str, *, max_message_bytes: int = 16 * 1024 * 1024) -> grpc.aio.Channel:
-    """An insecure grpc.aio channel with retries on UNAVAILABLE."""
+class _DefaultDeadline(grpc.aio.UnaryUnaryClientInterceptor):
+    """Gives every unary call without a timeout the channel's default deadline."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    async def intercept_unary_unary(self, continuation, client_call_details, request):  # type: ignore[override]
+        if client_call_details.timeout is None:
+            d = client_call_details
+            client_call_details = grpc.aio.ClientCallDetails(
+                d.method, self.seconds, d.metadata, d.credentials, d.wait_for_ready
+            )
+        return await continuation(client_call_details, request)
+
+
+def open_channel(
+    address: str,
+    *,
+    max_message_bytes: int = 16 * 1024 * 1024,
+    default_deadline: float = DEFAULT_DEADLINE_SECONDS,
+) -> grpc.aio.Channel:
+    """An insecure grpc.aio channel with retries on UNAVAILABLE and a default deadline for
+    unary calls (streams set their own)."""
     return grpc.aio.insecure_channel(
         address,
+        interceptors=[_DefaultDeadline(default_deadline)],
         options=[
             ("grpc.enable_retries", 1),
             ("grpc.service_config", _RETRY_SERVICE_CONFIG),

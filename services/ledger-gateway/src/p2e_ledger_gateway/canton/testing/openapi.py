@@ -33,11 +33,11 @@ class SpecViolation(AssertionError):
 
 
 def spec_path() -> Path:
-    """$P2E_CANTON_OPENAPI_SPEC, else shared/specs/<name> beside an ancestor (the repo's)."""
+    """$P2E_CANTON_OPENAPI_SPEC, else the copy vendored in services/ledger-gateway/specs/."""
     if env := os.environ.get(SPEC_ENV):
         return Path(env)
     for folder in Path(__file__).resolve().parents:
-        candidate = folder / "shared" / "specs" / SPEC_NAME
+        candidate = folder / "specs" / SPEC_NAME
         if candidate.is_file():
             return candidate
     raise FileNotFoundError(f"{SPEC_NAME} not found; set {SPEC_ENV} to its path")
