@@ -1,0 +1,421 @@
+"""Benchmark: ledger transfers through gRPC against their floors, on SQLite and PostgreSQL.
+
+    uv run --frozen python bench/ledger.py [--seconds 3] [--no-events] [--no-postgres]
+
+For each database the ledger-gateway runs as its own process (`python -m p2e_ledger_gateway`,
+publishing its outbox to a nats-server started here, as deployed), so the clients here and
+the server do not share an event loop. Measured in the same run, each cell for `--seconds`:
+
+  echo      gRPC unary Health.Check on that ledger-gateway process, 1 / 8 / 64 clients
+  spread    CreateTransfer between random pairs of 1,000 agents, 1 / 8 / 64 clients
+  hot       CreateTransfer around a cycle of 3 agents (a->b->c->a), 1 / 8 / 64 clients
+  raw sql   the transfer transaction without gRPC or the gateway, with the ledger's own
+            statement functions: the wallets' rows read (FOR UPDATE in agent order on
+            PostgreSQL), the guarded debit UPDATE and credit UPDATE, the transfer INSERT,
+            3 outbox INSERTs and the audit-chain append (head read, entry INSERT, head
+            UPDATE), one transaction via SQLAlchemy, in this process, on a separate database
+            of the same kind, 1 and 64 concurrent tasks
+
+PostgreSQL is the local server (`--postgres-admin`); throwaway databases are created and
+dropped. Prints one table, then the issue's targets: at 64 clients transfers/s >= 60 % of
+the echo rate on SQLite and >= 40 % on PostgreSQL, with p99 < 50 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from sqlalchemy import insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from p2e_kit.channels import caller_metadata
+from p2e_kit.db import create_engine, sqlite_url
+from p2e_kit.natsd import free_port, start_nats_server
+from p2e_ledger_gateway import audit
+from p2e_ledger_gateway.records import Status, TransferRecord
+from p2e_ledger_gateway.store import create_schema, now_us, outbox, transfers
+from p2e_ledger_gateway.store import wallets as wallets_table
+from p2e_ledger_gateway.transfers import lock_wallets, move
+from p2engine.ledger.v1 import ledger_service_pb2 as pb
+from p2engine.ledger.v1 import ledger_service_pb2_grpc
+
+CONCURRENCY = (1, 8, 64)
+SPREAD_AGENTS = [f"w{n:04d}" for n in range(1000)]
+HOT_AGENTS = ["hot_a", "hot_b", "hot_c"]
+START_BALANCE = "1000000"
+TARGET_SHARE = {"sqlite": 0.60, "postgres": 0.40}
+TARGET_P99_MS = 50.0
+OPERATOR = caller_metadata("operator", "bench")
+
+
+@dataclass(frozen=True)
+class Cell:
+    database: str
+    path: str
+    clients: int
+    rate: float
+    p50: float
+    p99: float
+    count: int
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+async def measure(
+    op: Callable[[int], Awaitable[object]], clients: int, seconds: float, warmup: float = 0.5
+) -> tuple[float, float, float, int]:
+    """`clients` workers call op(i) in a loop for warm-up + `seconds`: (ops/s completed inside
+    the measured window, p50 ms and p99 ms of the ops started in it, their count)."""
+    counter = itertools.count()
+    latencies: list[float] = []
+    loop = asyncio.get_running_loop()
+    warm_until = loop.time() + warmup
+    stop_at = warm_until + seconds
+    completed = 0
+
+    async def worker() -> None:
+        nonlocal completed
+        while (started := loop.time()) < stop_at:
+            await op(next(counter))
+            ended = loop.time()
+            if started >= warm_until:
+                latencies.append((ended - started) * 1000)
+            if warm_until <= ended <= stop_at:
+                completed += 1
+
+    await asyncio.gather(*(worker() for _ in range(clients)))
+    return completed / seconds, pct(latencies, 0.5), pct(latencies, 0.99), len(latencies)
+
+
+# --- the ledger-gateway process --------------------------------------------------------------
+
+
+class Gateway:
+    """`python -m p2e_ledger_gateway` on a free port, killed in `stop()`."""
+
+    def __init__(self, tmp: Path, nats_url: str, database_url: str, events: bool) -> None:
+        self.address = f"127.0.0.1:{free_port()}"
+        config = tmp / "config"
+        config.mkdir(parents=True, exist_ok=True)
+        ledger = {"initial_balance": 0, "asset": "P2E", "scale": 2, "policies": {}}
+        (config / "config.json").write_text(json.dumps({"ledger": ledger}))
+        (config / "agents.yml").write_text("agents: []\n")
+        self.log = tmp / f"ledger-{uuid.uuid4().hex[:6]}.log"
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("P2E_")}
+        self.env |= {
+            "P2E_LEDGER_PORT": self.address.rsplit(":", 1)[1],
+            "P2E_DATA_DIR": str(tmp / "data"),
+            "P2E_CONFIG_DIR": str(config),
+            "P2E_NATS_URL": nats_url,
+            "P2E_LOG_LEVEL": "WARNING",
+            "P2E_LEDGER_DATABASE_URL": database_url,
+            "P2E_LEDGER_PUBLISH_EVENTS": "true" if events else "false",
+        }
+        self.process: asyncio.subprocess.Process | None = None
+
+    async def start(self, channel: grpc.aio.Channel) -> None:
+        with self.log.open("ab") as log:
+            self.process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "p2e_ledger_gateway",
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+            )
+        stub = ledger_service_pb2_grpc.LedgerServiceStub(channel)
+        for _ in range(300):
+            if self.process.returncode is not None:
+                raise RuntimeError(f"ledger-gateway exited:\n{self.log.read_text()}")
+            try:
+                await stub.GetDebugInfo(pb.GetDebugInfoRequest(), timeout=1)
+                return
+            except grpc.aio.AioRpcError:
+                await asyncio.sleep(0.1)
+        raise RuntimeError(f"ledger-gateway not serving after 30 s:\n{self.log.read_text()}")
+
+    async def stop(self) -> None:
+        if self.process is not None and self.process.returncode is None:
+            self.process.terminate()
+            try:
+                async with asyncio.timeout(10):
+                    await self.process.wait()
+            except TimeoutError:
+                self.process.kill()
+                await self.process.wait()
+
+
+async def grpc_cells(
+    database: str, gateway: Gateway, seconds: float, run_id: str
+) -> tuple[list[Cell], dict[str, object]]:
+    """Echo, spread and hot at each concurrency against one gateway process."""
+    channel = grpc.aio.insecure_channel(gateway.address)
+    try:
+        await gateway.start(channel)
+        ledger = ledger_service_pb2_grpc.LedgerServiceStub(channel)
+        health = health_pb2_grpc.HealthStub(channel)
+        init = pb.InitWalletsRequest(
+            agent_ids=SPREAD_AGENTS + HOT_AGENTS, initial_balance=START_BALANCE
+        )
+        await ledger.InitWallets(init, metadata=OPERATOR, timeout=60)
+
+        async def echo(_: int) -> None:
+            await health.Check(health_pb2.HealthCheckRequest(), timeout=10)
+
+        cells = []
+        for name, op in (("echo", lambda _clients: echo), *transfer_ops(ledger, run_id)):
+            for clients in CONCURRENCY:
+                result = await measure(op(clients), clients, seconds)
+                cells.append(Cell(database, name, clients, *result))
+                print(
+                    f"  {database:<9}{name:<8}{clients:>3} clients {result[0]:>8.0f}/s", flush=True
+                )
+        info = await ledger.GetDebugInfo(pb.GetDebugInfoRequest())
+        metrics = await ledger.GetMetrics(pb.GetMetricsRequest())
+        check = {
+            "outbox_pending": info.outbox_pending,
+            "audit_entries": info.audit_head_sequence,
+            "settled": metrics.transaction_count,
+            "failed": metrics.failed_count,
+            "conserved": metrics.total_supply == metrics.total_minted,
+        }
+        return cells, check
+    finally:
+        await channel.close()
+        await gateway.stop()
+
+
+def transfer_ops(
+    ledger: ledger_service_pb2_grpc.LedgerServiceStub, run_id: str
+) -> list[tuple[str, Callable[[int], Callable[[int], Awaitable[object]]]]]:
+    """("spread"|"hot", clients -> op): one CreateTransfer of 0.01 per call, unique request ids."""
+    rng = random.Random(7)
+    cell_ids = itertools.count()
+
+    def spread(clients: int) -> Callable[[int], Awaitable[object]]:
+        cell = next(cell_ids)
+
+        def op(i: int) -> Awaitable[object]:
+            payer, payee = rng.sample(SPREAD_AGENTS, 2)
+            return pay(payer, payee, f"{run_id}-{cell}-{i}")
+
+        return op
+
+    def hot(clients: int) -> Callable[[int], Awaitable[object]]:
+        cell = next(cell_ids)
+
+        def op(i: int) -> Awaitable[object]:
+            payer, payee = HOT_AGENTS[i % 3], HOT_AGENTS[(i + 1) % 3]
+            return pay(payer, payee, f"{run_id}-{cell}-{i}")
+
+        return op
+
+    def pay(payer: str, payee: str, request_id: str) -> Awaitable[object]:
+        request = pb.CreateTransferRequest(to_agent=payee, amount="0.01", request_id=request_id)
+        return ledger.CreateTransfer(request, metadata=caller_metadata("agent", payer), timeout=30)
+
+    return [("spread", spread), ("hot", hot)]
+
+
+# --- the raw SQL transaction ----------------------------------------------------------------
+
+
+async def raw_cells(database: str, url: str, seconds: float) -> list[Cell]:
+    """The transfer transaction straight through SQLAlchemy, as the ledger runs it."""
+    engine = create_engine(url)
+    sqlite = engine.dialect.name == "sqlite"
+    lock = asyncio.Lock()  # SQLite: one writer, queued in-process as the ledger does
+    now = time.time_ns() // 1000
+    try:
+        await create_schema(engine)
+        async with engine.begin() as conn:
+            rows = [
+                {"agent_id": a, "balance": 10**12, "create_time": now}
+                for a in SPREAD_AGENTS + HOT_AGENTS
+            ]
+            await conn.execute(insert(wallets_table), rows)
+
+        async def transfer(payer: str, payee: str) -> None:
+            if sqlite:
+                async with lock, engine.begin() as conn:
+                    await transfer_sql(conn, payer, payee)
+            else:
+                async with engine.begin() as conn:
+                    await transfer_sql(conn, payer, payee)
+
+        rng = random.Random(3)
+        ops = {
+            "spread": lambda i: transfer(*rng.sample(SPREAD_AGENTS, 2)),
+            "hot": lambda i: transfer(HOT_AGENTS[i % 3], HOT_AGENTS[(i + 1) % 3]),
+        }
+        cells = []
+        for name, op in ops.items():
+            for clients in (1, 64):
+                result = await measure(op, clients, seconds)
+                cells.append(Cell(database, f"raw-{name}", clients, *result))
+                print(
+                    f"  {database:<9}raw-{name:<4}{clients:>3} tasks {result[0]:>10.0f}/s",
+                    flush=True,
+                )
+        return cells
+    finally:
+        await engine.dispose()
+
+
+async def transfer_sql(conn: AsyncConnection, payer: str, payee: str) -> None:
+    """The ledger's own statements for a settled transfer: lock both wallets (agent order),
+    guarded debit and credit (`transfers.move`), the transfer row, its 3 outbox rows and one
+    audit-chain entry (`audit.append`); no idempotency lookup, policy or protobuf."""
+    await lock_wallets(conn, (payer, payee))
+    now = now_us()
+    transfer_id = f"tr_{uuid.uuid4().hex}"
+    record = TransferRecord(
+        id=transfer_id,
+        request_id=transfer_id,
+        from_agent=payer,
+        to_agent=payee,
+        amount=1,
+        reason="",
+        status=Status.SETTLED,
+        failure_reason="",
+        failure_detail="",
+        initiated_by=f"agent:{payer}",
+        conversation_id="",
+        create_time=now,
+        settle_time=now,
+    )
+    record = replace(record, from_balance_after=await move(conn, record))
+    await conn.execute(insert(transfers), record.row())
+    body = b"x" * 300  # about the size of a TransferSettled / Artifact message
+    rows = [
+        {"subject": f"p2e.bench.{n}", "msg_id": f"{transfer_id}:{n}", "message_type": "bench"}
+        | {"body": body, "create_time": now}
+        for n in range(3)
+    ]
+    await conn.execute(insert(outbox), rows)
+    payload = {"request_id": transfer_id, "from_agent": payer, "to_agent": payee, "amount": "0.01"}
+    entry = {"event_type": "transfer_settled", "actor": f"agent:{payer}", "agent_id": payer}
+    await audit.append(conn, [entry | {"transfer_id": transfer_id, "payload": payload}])
+
+
+# --- databases, report ------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def postgres_databases(admin_url: str, count: int) -> AsyncIterator[list[str]]:
+    """`count` throwaway databases on the local PostgreSQL (dropped after)."""
+    import asyncpg
+
+    names = [f"p2e_bench_{uuid.uuid4().hex[:10]}" for _ in range(count)]
+    conn = await asyncpg.connect(admin_url, timeout=3)
+    try:
+        for name in names:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        base = admin_url.rsplit("/", 1)[0]
+        yield [f"{base}/{name}" for name in names]
+    finally:
+        for name in names:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await conn.close()
+
+
+def report(cells: list[Cell], checks: dict[str, dict[str, object]], loads: list[str]) -> None:
+    echo = {(c.database, c.clients): c.rate for c in cells if c.path == "echo"}
+    raw = {(c.database, c.path[4:], c.clients): c.rate for c in cells if c.path.startswith("raw")}
+    print(
+        f"\n{'database':<10}{'path':<12}{'clients':>8}{'per s':>10}{'p50 ms':>9}"
+        f"{'p99 ms':>9}{'% echo':>8}{'% raw':>7}"
+    )
+    for c in cells:
+        of_echo = of_raw = ""
+        if c.path in ("spread", "hot"):
+            of_echo = f"{100 * c.rate / echo[(c.database, c.clients)]:.0f}%"
+            floor = raw.get((c.database, c.path, c.clients))
+            of_raw = f"{100 * c.rate / floor:.0f}%" if floor else ""
+        print(
+            f"{c.database:<10}{c.path:<12}{c.clients:>8}{c.rate:>10.0f}{c.p50:>9.2f}"
+            f"{c.p99:>9.2f}{of_echo:>8}{of_raw:>7}"
+        )
+    print("\ntargets at 64 clients (transfers/s vs echo/s; p99):")
+    for c in cells:
+        if c.clients != 64 or c.path not in ("spread", "hot"):
+            continue
+        share, need = c.rate / echo[(c.database, 64)], TARGET_SHARE[c.database]
+        verdict = "met" if share >= need and c.p99 < TARGET_P99_MS else "MISSED"
+        print(
+            f"  {c.database:<9}{c.path:<7}{100 * share:5.1f}% of echo (target {100 * need:.0f}%)"
+            f", p99 {c.p99:6.1f} ms (target < {TARGET_P99_MS:.0f}): {verdict}"
+        )
+    for database, check in checks.items():
+        print(f"  {database} after the run: {check}")
+    print(
+        f"\nload average (1, 5, 15 min): {'; '.join(loads)}; {os.cpu_count()} cores; "
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
+    )
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    run_id = uuid.uuid4().hex[:6]
+    loads = ["start " + " ".join(f"{x:.2f}" for x in os.getloadavg())]
+    cells: list[Cell] = []
+    checks: dict[str, dict[str, object]] = {}
+    with tempfile.TemporaryDirectory(prefix="p2e-bench-ledger-") as tmp_dir:
+        tmp = Path(tmp_dir)
+        nats = start_nats_server(tmp / "nats", log_file=tmp / "nats.log")
+        try:
+            gateway = Gateway(tmp / "sqlite", nats.url, "", args.events)
+            found, checks["sqlite"] = await grpc_cells("sqlite", gateway, args.seconds, run_id)
+            cells += found
+            cells += await raw_cells("sqlite", sqlite_url(tmp / "raw.db"), args.seconds)
+            if args.postgres:
+                async with postgres_databases(args.postgres_admin, 2) as (served, raw):
+                    gateway = Gateway(tmp / "postgres", nats.url, served, args.events)
+                    found, checks["postgres"] = await grpc_cells(
+                        "postgres", gateway, args.seconds, run_id
+                    )
+                    cells += found
+                    cells += await raw_cells("postgres", raw, args.seconds)
+        finally:
+            nats.stop()
+    loads.append("end " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
+    report(cells, checks, loads)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="Ledger transfers vs their floors (gRPC, SQL).")
+    parser.add_argument("--seconds", type=float, default=3.0, help="measured time per cell")
+    parser.add_argument(
+        "--no-events",
+        dest="events",
+        action="store_false",
+        help="do not publish the outbox to NATS (publish_events=false)",
+    )
+    parser.add_argument("--no-postgres", dest="postgres", action="store_false")
+    parser.add_argument("--postgres-admin", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    asyncio.run(main_async(parser.parse_args()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
