@@ -44,3 +44,22 @@ async def test_unreachable_nats_is_dependency_unavailable():
 
 def test_artifact_stream_keeps_a_duplicate_window():
     assert ARTIFACTS.config().duplicate_window == 120.0
+
+
+async def test_publish_fails_at_once_while_disconnected(nats_server):
+    import time
+
+    from nats.errors import ConnectionReconnectingError
+
+    bus = await connect(nats_server.url, "pytest")
+    try:
+        nats_server.stop()
+        msg = events_pb2.ToolExecutionRequested(call_id="c2")
+        with pytest.raises(ConnectionReconnectingError):
+            for _ in range(100):  # until the client notices the server is gone
+                try:
+                    await bus.publish(tool_exec_subject("x"), msg, "c2", timeout=0.2)
+                except TimeoutError:  # sent before the client noticed: no ack
+                    continue
+    finally:
+        await bus.nc.close()

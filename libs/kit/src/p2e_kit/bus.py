@@ -26,6 +26,7 @@ TYPE_HEADER = "P2E-Type"
 MSG_ID_HEADER = "Nats-Msg-Id"
 DUPLICATE_WINDOW_SECONDS = 120.0
 DAY = 24 * 3600.0
+PUBLISH_TIMEOUT = 2.0
 
 
 @dataclass(frozen=True)
@@ -153,10 +154,23 @@ class Bus:
     async def ensure_consumer(self, spec: ConsumerSpec) -> None:
         await self.js.add_consumer(spec.stream.name, spec.config())
 
-    async def publish(self, subject: str, message: Message, msg_id: str) -> PubAck:
-        """Publish a proto message with `Nats-Msg-Id`; a repeat within the window is dropped."""
+    async def publish(
+        self, subject: str, message: Message, msg_id: str, *, timeout: float = PUBLISH_TIMEOUT
+    ) -> PubAck:
+        """Publish a proto message with `Nats-Msg-Id`; a repeat within the window is dropped.
+
+        Fails at once (nats.errors.ConnectionReconnectingError) while the connection is down,
+        instead of waiting for an ack that cannot come: callers keep what they publish in an
+        outbox or report the dependency as unavailable.
+        """
+        from nats.errors import ConnectionReconnectingError
+
+        if not self.nc.is_connected:
+            raise ConnectionReconnectingError()
         headers = {MSG_ID_HEADER: msg_id, TYPE_HEADER: message.DESCRIPTOR.full_name}
-        return await self.js.publish(subject, message.SerializeToString(), headers=headers)
+        return await self.js.publish(
+            subject, message.SerializeToString(), headers=headers, timeout=timeout
+        )
 
     async def close(self) -> None:
         if not self.nc.is_closed:
