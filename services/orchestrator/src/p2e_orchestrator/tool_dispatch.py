@@ -149,7 +149,9 @@ class JetStreamToolDispatcher:
                 )
             except (nats.errors.Error, TimeoutError) as exc:
                 return ToolOutcome.error(
-                    "UNAVAILABLE", f"cannot dispatch {invocation.tool_name}: {exc!r}"
+                    "UNAVAILABLE",
+                    f"cannot dispatch {invocation.tool_name}: the message bus (NATS) is not "
+                    f"reachable ({type(exc).__name__})",
                 )
             return await future
         finally:
