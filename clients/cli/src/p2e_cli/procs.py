@@ -3,6 +3,7 @@ it, and read the tail of its log. Linux: identity comes from /proc/<pid>/{stat,c
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import signal
@@ -15,6 +16,14 @@ from pathlib import Path
 # Popen objects of the processes this Python process started: kept so they are never
 # garbage-collected while running (ResourceWarning) and so they can be reaped.
 CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+
+
+@atexit.register
+def _reap_children() -> None:
+    """Collect the exit status of children stopped by another process (`p2engine down` run
+    elsewhere), so their Popen objects do not report them as still running."""
+    for child in CHILDREN.values():
+        child.poll()
 
 
 @dataclass
