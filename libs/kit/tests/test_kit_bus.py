@@ -47,19 +47,21 @@ def test_artifact_stream_keeps_a_duplicate_window():
 
 
 async def test_publish_fails_at_once_while_disconnected(nats_server):
-    import time
-
     from nats.errors import ConnectionReconnectingError
 
     bus = await connect(nats_server.url, "pytest")
+    msg = events_pb2.ToolExecutionRequested(call_id="c2")
+
+    async def publish_until_refused() -> None:
+        for _ in range(100):  # until the client notices the server is gone
+            try:
+                await bus.publish(tool_exec_subject("x"), msg, "c2", ack_timeout=0.2)
+            except TimeoutError:  # sent before the client noticed: no ack
+                continue
+
     try:
         nats_server.stop()
-        msg = events_pb2.ToolExecutionRequested(call_id="c2")
         with pytest.raises(ConnectionReconnectingError):
-            for _ in range(100):  # until the client notices the server is gone
-                try:
-                    await bus.publish(tool_exec_subject("x"), msg, "c2", timeout=0.2)
-                except TimeoutError:  # sent before the client noticed: no ack
-                    continue
+            await publish_until_refused()
     finally:
         await bus.nc.close()

@@ -155,7 +155,7 @@ class Bus:
         await self.js.add_consumer(spec.stream.name, spec.config())
 
     async def publish(
-        self, subject: str, message: Message, msg_id: str, *, timeout: float = PUBLISH_TIMEOUT
+        self, subject: str, message: Message, msg_id: str, *, ack_timeout: float = PUBLISH_TIMEOUT
     ) -> PubAck:
         """Publish a proto message with `Nats-Msg-Id`; a repeat within the window is dropped.
 
@@ -169,7 +169,7 @@ class Bus:
             raise ConnectionReconnectingError()
         headers = {MSG_ID_HEADER: msg_id, TYPE_HEADER: message.DESCRIPTOR.full_name}
         return await self.js.publish(
-            subject, message.SerializeToString(), headers=headers, timeout=timeout
+            subject, message.SerializeToString(), headers=headers, timeout=ack_timeout
         )
 
     async def close(self) -> None:
