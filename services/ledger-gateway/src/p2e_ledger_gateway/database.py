@@ -1,9 +1,15 @@
 """Running units of work against the ledger database, with the right locking and retries.
 
-SQLite: one writer at a time anyway (`BEGIN IMMEDIATE`, see p2e_kit.db), and the kit's engine
-begins every transaction that way, reads included; so this process queues its own units of
-work on an asyncio lock instead of spinning in SQLite's busy handler. Other processes are
-still kept out by SQLite's lock and busy timeout.
+SQLite file (`threads=True`, the default; the SQL money backend): each unit of work runs whole
+on a thread of its own, one hop from the event loop (sqlite_thread.py): writes one at a time
+on the writer thread (`BEGIN IMMEDIATE`; SQLite has one writer anyway), reads on the reader
+thread (a WAL snapshot, concurrent with the writer). Other processes are still kept out by
+SQLite's lock and busy timeout.
+
+SQLite through the async engine (`threads=False`: units of work that await the network, the
+Canton backend; or `:memory:`): the kit's engine begins every transaction with `BEGIN
+IMMEDIATE`, reads included, so this process queues its own units of work on an asyncio lock
+instead of spinning in SQLite's busy handler.
 
 PostgreSQL: units of work run concurrently; a serialization failure, a deadlock or a unique
 violation from a concurrent twin (same request_id, same new wallet) rolls back and re-runs
@@ -25,6 +31,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from p2e_kit.errors import DependencyUnavailable
+from p2e_ledger_gateway.sqlite_thread import SqliteThread, SqliteWriter
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +42,27 @@ RETRYABLE_SQLSTATES = frozenset({"40001", "40P01", "23505"})
 
 
 class Database:
-    def __init__(self, engine: AsyncEngine, *, retry_attempts: int = 8) -> None:
+    def __init__(
+        self, engine: AsyncEngine, *, retry_attempts: int = 8, threads: bool = True
+    ) -> None:
         self.engine = engine
         self.is_sqlite = engine.dialect.name == "sqlite"
         self.retry_attempts = max(1, retry_attempts)
         self._local_lock = asyncio.Lock()
+        self._writer: SqliteWriter | None = None
+        self._reader: SqliteThread | None = None
+        if threads and self.is_sqlite and engine.url.database not in (None, "", ":memory:"):
+            self._writer = SqliteWriter(engine.url, name="ledger-db-writer")
+            self._reader = SqliteThread(engine.url, name="ledger-db-reader", immediate=False)
+
+    async def close(self) -> None:
+        """Stop the SQLite threads (if any) and dispose of the engine."""
+        if self._writer is not None:
+            await self._writer.close()
+        if self._reader is not None:
+            await self._reader.close()
+        self._writer = self._reader = None
+        await self.engine.dispose()
 
     @property
     def endpoint(self) -> str:
@@ -63,6 +86,8 @@ class Database:
         async with self._reachable():
             for attempt in range(1, self.retry_attempts + 1):
                 try:
+                    if self._writer is not None:
+                        return await self._writer.run(work)
                     async with self._turn(), self.engine.begin() as conn:
                         return await work(conn)
                 except DBAPIError as exc:
@@ -74,6 +99,9 @@ class Database:
 
     async def read(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         """Run `work` in one read-only transaction that sees one snapshot (rolled back after)."""
+        if self._reader is not None:
+            async with self._reachable():
+                return await self._reader.run(work)
         async with self._reachable(), self._turn(), self.engine.connect() as conn:
             if not self.is_sqlite:  # several statements, one snapshot (e.g. supply vs minted)
                 await conn.execution_options(

@@ -57,7 +57,7 @@ class LedgerApp:
         if not self.closed:
             self.closed = True
             await self.ledger.money.aclose()
-        await self.db.engine.dispose()
+        await self.db.close()
 
 
 def ledger_options(settings: ServiceSettings) -> LedgerOptions:
@@ -108,7 +108,11 @@ async def build_app(
     """
     config = load_app_config(settings.config_dir).ledger
     options = _options(config, settings)
-    db = Database(create_engine(settings.db_url), retry_attempts=settings.db_retry_attempts)
+    db = Database(
+        create_engine(settings.db_url),
+        retry_attempts=settings.db_retry_attempts,
+        threads=config.backend == "sql",  # Canton's moves await the network mid-transaction
+    )
     money: MoneyBackend | None = None
     try:
         money = money_backend(
@@ -122,7 +126,7 @@ async def build_app(
     except Exception:
         if money is not None:
             await money.aclose()
-        await db.engine.dispose()
+        await db.close()
         raise
     publisher = None
     if settings.publish_events:

@@ -102,7 +102,7 @@ async def test_write_retries_serialization_failures(postgres_url) -> None:
             await db.write(always)
         assert len(attempts) == 3
     finally:
-        await db.engine.dispose()
+        await db.close()
 
 
 async def test_lost_database_is_unavailable_not_internal(

@@ -28,7 +28,7 @@ async def db(sqlite_url: str) -> AsyncIterator[Database]:
         }
         await database.write(lambda conn, e=event: audit.append(conn, [e]))
     yield database
-    await database.engine.dispose()
+    await database.close()
 
 
 async def verify(db: Database) -> audit.Verification:

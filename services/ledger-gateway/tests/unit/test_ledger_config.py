@@ -50,7 +50,7 @@ async def test_backend_comes_from_config(tmp_path: Path) -> None:
         with pytest.raises(InvalidArgument, match="Daml"):  # Daml's Decimal has 10 digits
             money_backend(config, db, Currency(scale=12), canton_settings=fake_settings())
     finally:
-        await db.engine.dispose()
+        await db.close()
 
 
 @pytest.mark.parametrize(

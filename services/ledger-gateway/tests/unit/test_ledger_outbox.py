@@ -40,7 +40,7 @@ async def ledger(sqlite_url: str) -> AsyncIterator[Ledger]:
     ledger = Ledger(db, LedgerOptions())
     await ledger.init_wallets(OPERATOR, ["a", "b"], "10", "")
     yield ledger
-    await db.engine.dispose()
+    await db.close()
 
 
 async def pay(ledger: Ledger, n: int) -> str:

@@ -25,7 +25,7 @@ async def db(sqlite_url: str) -> AsyncIterator[Database]:
         )
     )
     yield database
-    await database.engine.dispose()
+    await database.close()
 
 
 def transfer(**overrides: object) -> dict[str, object]:

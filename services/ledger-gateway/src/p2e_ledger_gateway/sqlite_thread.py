@@ -1,0 +1,264 @@
+"""SQLite units of work on a thread of their own: one hop from the event loop per transaction.
+
+The ledger's units of work are coroutines written against `AsyncConnection`. Through the
+async driver (aiosqlite) every statement is a round trip to the driver's worker thread, about
+thirty per transfer. Here a whole unit runs instead on a thread that owns a plain `sqlite3`
+connection: `DirectConnection` gives that connection the face of an `AsyncConnection` whose
+`execute` runs at once, so the coroutine never suspends and the thread drives it to its end
+in one step (`drive`). The event loop awaits the thread once per transaction.
+
+Writes go to one writer thread (`SqliteWriter`), which takes the units queued while it was
+busy as one group: one `BEGIN IMMEDIATE`, each unit inside a SAVEPOINT of its own (a unit that
+raises rolls back alone and gets its error), one COMMIT for the group; each caller hears of its
+outcome only after that COMMIT. Reads go to a reader thread (`SqliteThread`).
+
+A unit of work that awaits anything else (a network call: the Canton backend) cannot run
+here and fails loudly; those databases keep the async engine (see database.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import threading
+from collections.abc import Awaitable, Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar, cast
+
+import sqlalchemy
+from sqlalchemy import URL, Connection, Executable, event
+from sqlalchemy.engine import Result
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from p2e_kit.db import SQLITE_BUSY_TIMEOUT_MS
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+MAX_GROUP = 64  # units of work committed together at most
+
+
+class DirectConnection:
+    """The part of `AsyncConnection` the ledger uses, over a sync connection on this thread."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.sync_connection = connection
+        self.dialect = connection.dialect
+
+    async def execute(
+        self, statement: Executable, parameters: Any = None, **kwargs: Any
+    ) -> Result[Any]:
+        result = self.sync_connection.execute(statement, parameters, **kwargs)
+        # Rows are fetched now, as aiosqlite does: results may be read after the transaction.
+        return result.freeze()() if result.returns_rows else result
+
+    async def run_sync(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return fn(self.sync_connection, *args, **kwargs)
+
+
+def drive(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine that never suspends to its end, on this thread, without an event loop."""
+    try:
+        coroutine.send(None)
+    except StopIteration as done:
+        return cast(T, done.value)
+    coroutine.close()
+    raise RuntimeError("a SQLite unit of work awaited something other than its connection")
+
+
+class SqliteThread:
+    """One connection to a SQLite file on one thread; `run` a unit of work in one transaction.
+
+    `immediate`: writers take SQLite's write lock when they begin (`BEGIN IMMEDIATE`, as the
+    kit's async engine does) and commit; readers begin a deferred transaction, which in WAL
+    mode reads one snapshot concurrently with the writer, and roll back.
+    """
+
+    def __init__(self, url: URL, *, name: str, immediate: bool) -> None:
+        self.immediate = immediate
+        self._engine = sync_engine(url, immediate=immediate)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        self._connection: Connection | None = None
+
+    async def run(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._run, work)
+
+    def _run(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        if self._connection is None or self._connection.invalidated:
+            if self._connection is not None:
+                self._connection.close()
+            self._connection = self._engine.connect()
+        connection = self._connection
+        transaction = connection.begin()
+        try:
+            unit = work(cast(AsyncConnection, DirectConnection(connection)))
+            result = drive(cast(Coroutine[Any, Any, T], unit))
+        except BaseException:
+            transaction.rollback()
+            raise
+        if self.immediate:
+            transaction.commit()
+        else:
+            transaction.rollback()
+        return result
+
+    async def close(self) -> None:
+        """Close the connection on its thread, stop the thread, dispose of the engine."""
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._close)
+        self._executor.shutdown(wait=False)
+        self._engine.dispose()
+
+    def _close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+
+def _run_group(connection: Connection, group: list[_Unit]) -> None:
+    """Each unit in a SAVEPOINT of its own (a lone unit: the transaction is its own); a unit's
+    error is its outcome. Raises if SQLite itself ended the transaction (disk full, I/O)."""
+    if len(group) == 1:
+        with contextlib.suppress(Exception):
+            group[0].run(connection)
+        return
+    for unit in group:
+        try:
+            with connection.begin_nested():
+                unit.run(connection)
+        except Exception:
+            if not connection.connection.dbapi_connection.in_transaction:  # type: ignore[union-attr]
+                raise
+
+
+def sync_engine(url: URL, *, immediate: bool) -> sqlalchemy.Engine:
+    """A sync engine on the SQLite file of the async `url`, set up as p2e_kit.db's."""
+    engine = sqlalchemy.create_engine(
+        url.set(drivername="sqlite"),
+        connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
+    )
+    event.listen(engine, "connect", _on_connect)
+    event.listen(engine, "begin", _begin_immediate if immediate else _begin_deferred)
+    return engine
+
+
+class _Unit:
+    """A queued unit of work and where its outcome goes."""
+
+    def __init__(self, work: Callable[[AsyncConnection], Awaitable[Any]]) -> None:
+        self.work = work
+        self.loop = asyncio.get_running_loop()
+        self.future: asyncio.Future[Any] = self.loop.create_future()
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+    def run(self, connection: Connection) -> None:
+        try:
+            unit = self.work(cast(AsyncConnection, DirectConnection(connection)))
+            self.result = drive(cast(Coroutine[Any, Any, Any], unit))
+        except Exception as exc:
+            self.error = exc
+            raise
+
+    def settle(self) -> None:
+        with contextlib.suppress(RuntimeError):  # the caller's loop is closed: nobody waits
+            self.loop.call_soon_threadsafe(self._settle)
+
+    def _settle(self) -> None:
+        if self.future.done():  # the caller was cancelled (the unit may still have committed)
+            return
+        if self.error is not None:
+            self.future.set_exception(self.error)
+        else:
+            self.future.set_result(self.result)
+
+
+class SqliteWriter:
+    """The writer thread: units of work queued by `run`, committed in groups (group commit)."""
+
+    def __init__(self, url: URL, *, name: str) -> None:
+        self._engine = sync_engine(url, immediate=True)
+        self._queue: queue.SimpleQueue[_Unit | None] = queue.SimpleQueue()
+        self._connection: Connection | None = None
+        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
+        self._thread.start()
+
+    async def run(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        unit = _Unit(work)
+        self._queue.put(unit)
+        return await unit.future
+
+    async def close(self) -> None:
+        """Finish the queued units, close the connection, stop the thread."""
+        self._queue.put(None)
+        await asyncio.to_thread(self._thread.join)
+        self._engine.dispose()
+
+    def _serve(self) -> None:
+        while True:
+            group: list[_Unit] = []
+            item = self._queue.get()
+            while item is not None:
+                group.append(item)
+                if len(group) == MAX_GROUP:
+                    break
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            if group:
+                self._commit(group)
+                for unit in group:
+                    unit.settle()
+            if item is None:
+                if self._connection is not None:
+                    self._connection.close()
+                return
+
+    def _commit(self, group: list[_Unit]) -> None:
+        """Run the group in one transaction; if the transaction fails, every unit gets that."""
+        try:
+            connection = self._connect()
+            transaction = connection.begin()
+            try:
+                _run_group(connection, group)
+            except BaseException:
+                transaction.rollback()
+                raise
+            if len(group) == 1 and group[0].error is not None:
+                transaction.rollback()
+            else:
+                transaction.commit()
+        except Exception as exc:  # BEGIN, a SAVEPOINT or the COMMIT failed: nothing committed
+            log.debug("a group of %d SQLite units of work failed: %s", len(group), exc)
+            for unit in group:
+                unit.error = unit.error or exc
+
+    def _connect(self) -> Connection:
+        if self._connection is None or self._connection.invalidated:
+            if self._connection is not None:
+                self._connection.close()
+            self._connection = self._engine.connect()
+        return self._connection
+
+
+def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+    # The same settings as p2e_kit.db's async engine; SQLAlchemy decides when to begin.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _begin_immediate(connection: Connection) -> None:
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _begin_deferred(connection: Connection) -> None:
+    connection.exec_driver_sql("BEGIN")
