@@ -93,6 +93,14 @@ class _DefaultDeadline(grpc.aio.UnaryUnaryClientInterceptor):
         return await continuation(client_call_details, request)
 
 
+def metadata_value(metadata: Iterable[tuple[str, str | bytes]] | None, key: str) -> str:
+    """The text value of one invocation-metadata key ("" when absent)."""
+    for name, value in metadata or ():
+        if name == key:
+            return value.decode() if isinstance(value, bytes) else value
+    return ""
+
+
 def open_channel(
     address: str,
     *,

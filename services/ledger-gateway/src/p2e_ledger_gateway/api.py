@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import grpc
 
-from p2e_kit.channels import Caller, parse_caller
+from p2e_kit.channels import CONVERSATION_KEY, Caller, metadata_value, parse_caller
 from p2e_ledger_gateway import convert
 from p2e_ledger_gateway.ledger import Ledger
 from p2engine.common.v1 import common_pb2
 from p2engine.ledger.v1 import ledger_pb2, ledger_service_pb2_grpc
 from p2engine.ledger.v1 import ledger_service_pb2 as pb
 
-CONVERSATION_KEY = "p2e-conversation"
 CALLER_KINDS = {
     "agent": common_pb2.CALLER_KIND_AGENT,
     "operator": common_pb2.CALLER_KIND_OPERATOR,
@@ -24,10 +23,7 @@ def _caller(context: grpc.aio.ServicerContext) -> Caller:
 
 
 def _conversation(context: grpc.aio.ServicerContext) -> str:
-    for key, value in context.invocation_metadata() or ():
-        if key == CONVERSATION_KEY:
-            return value.decode() if isinstance(value, bytes) else value
-    return ""
+    return metadata_value(context.invocation_metadata(), CONVERSATION_KEY)
 
 
 class LedgerApi(ledger_service_pb2_grpc.LedgerServiceServicer):

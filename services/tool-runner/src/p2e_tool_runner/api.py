@@ -6,12 +6,11 @@ import json
 
 import grpc
 
-from p2e_kit.channels import parse_caller
+from p2e_kit.channels import CONVERSATION_KEY, metadata_value, parse_caller
 from p2e_kit.errors import PermissionDenied
 from p2e_kit.ids import new_id
 from p2e_tool_runner.events import result_proto
 from p2e_tool_runner.executor import ExecutionRequest, Executor, parse_arguments
-from p2e_tool_runner.ledger_client import CONVERSATION_KEY
 from p2e_tool_runner.sdk import ToolRegistry, ToolSpec
 from p2engine.tools.v1 import tools_pb2, tools_service_pb2, tools_service_pb2_grpc
 
@@ -31,13 +30,6 @@ def tool_proto(spec: ToolSpec) -> tools_pb2.Tool:
         cache_ttl_seconds=spec.cache_ttl,
         dedup_policy=_DEDUP[spec.dedup_policy],
     )
-
-
-def _metadata_value(context: grpc.aio.ServicerContext, key: str) -> str:
-    for name, value in context.invocation_metadata() or ():
-        if name == key:
-            return value.decode() if isinstance(value, bytes) else value
-    return ""
 
 
 class ToolServicer(tools_service_pb2_grpc.ToolServiceServicer):
@@ -73,7 +65,7 @@ class ToolServicer(tools_service_pb2_grpc.ToolServiceServicer):
                 arguments_json=request.arguments_json,
                 agent_id=caller.id if caller.is_agent else "",
                 conversation_id=request.conversation_id
-                or _metadata_value(context, CONVERSATION_KEY),
+                or metadata_value(context.invocation_metadata(), CONVERSATION_KEY),
             )
         )
         return result_proto(outcome)
