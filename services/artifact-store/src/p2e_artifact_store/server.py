@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from p2e_artifact_store.api import ArtifactApi
@@ -57,26 +57,12 @@ async def open_store(settings: Settings) -> tuple[ArtifactStore, Catalog]:
     return store, Catalog(store, Notifier(), limits)
 
 
-@contextmanager
-def _quiet_nats_client() -> Iterator[None]:
-    """nats-py logs a traceback per failed connect attempt (the kit passes no error_cb);
-    at start-up one line from run_main is enough."""
-    logger = logging.getLogger("nats.aio.client")
-    level = logger.level
-    logger.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
 @asynccontextmanager
 async def running(settings: Settings) -> AsyncIterator[App]:
     """Open the store, connect to NATS, ensure streams and the consumer, start indexing."""
     store, catalog = await open_store(settings)
     try:
-        with _quiet_nats_client():
-            bus = await connect(settings.nats_url, f"p2e-{settings.service_name}")
+        bus = await connect(settings.nats_url, f"p2e-{settings.service_name}")
     except BaseException:
         await store.close()
         raise

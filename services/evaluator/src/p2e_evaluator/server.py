@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator, Iterator, Mapping
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from p2e_evaluator.api import EvaluatorApi, RolloutApi
@@ -54,18 +54,6 @@ class App:
         return build_registrations(self.evaluations)
 
 
-@contextmanager
-def _quiet_nats_client() -> Iterator[None]:
-    """nats-py logs a traceback per failed connect attempt (the kit passes no error_cb)."""
-    logger = logging.getLogger("nats.aio.client")
-    level = logger.level
-    logger.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
 @asynccontextmanager
 async def running(
     settings: Settings,
@@ -82,8 +70,7 @@ async def running(
     store = EvaluationStore(create_engine(settings.db_url))
     await store.create_tables()
     try:
-        with _quiet_nats_client():
-            bus = await connect(settings.nats_url, f"p2e-{settings.service_name}")
+        bus = await connect(settings.nats_url, f"p2e-{settings.service_name}")
     except BaseException:
         await store.close()
         raise
