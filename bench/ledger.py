@@ -13,8 +13,10 @@ the server do not share an event loop. Measured in the same run, each cell for `
             statement functions: the wallets' rows read (FOR UPDATE in agent order on
             PostgreSQL), the guarded debit UPDATE and credit UPDATE, the transfer INSERT,
             3 outbox INSERTs and the audit-chain append (head read, entry INSERT, head
-            UPDATE), one transaction via SQLAlchemy, in this process, on a separate database
-            of the same kind, 1 and 64 concurrent tasks
+            UPDATE), one transaction run as the gateway runs it (its `Database.write`: on
+            SQLite one hop onto the writer thread, sync sqlite3 engine, group commit; on
+            PostgreSQL SQLAlchemy async), in this process, on a separate database of the
+            same kind, 1 and 64 concurrent tasks
 
 PostgreSQL is the local server (`--postgres-admin`); throwaway databases are created and
 dropped. Prints one table, then the issue's targets: at 64 clients transfers/s >= 60 % of
@@ -49,6 +51,7 @@ from p2e_kit.channels import caller_metadata
 from p2e_kit.db import create_engine, sqlite_url
 from p2e_kit.natsd import free_port, start_nats_server
 from p2e_ledger_gateway import audit
+from p2e_ledger_gateway.database import Database
 from p2e_ledger_gateway.records import Status, TransferRecord
 from p2e_ledger_gateway.store import create_schema, now_us, outbox, transfers
 from p2e_ledger_gateway.store import wallets as wallets_table
@@ -242,10 +245,9 @@ def transfer_ops(
 
 
 async def raw_cells(database: str, url: str, seconds: float) -> list[Cell]:
-    """The transfer transaction straight through SQLAlchemy, as the ledger runs it."""
+    """The transfer transaction through the gateway's `Database.write`, as the ledger runs it."""
     engine = create_engine(url)
-    sqlite = engine.dialect.name == "sqlite"
-    lock = asyncio.Lock()  # SQLite: one writer, queued in-process as the ledger does
+    db = Database(engine)  # SQLite: the writer thread with group commit, as the gateway
     now = time.time_ns() // 1000
     try:
         await create_schema(engine)
@@ -257,12 +259,7 @@ async def raw_cells(database: str, url: str, seconds: float) -> list[Cell]:
             await conn.execute(insert(wallets_table), rows)
 
         async def transfer(payer: str, payee: str) -> None:
-            if sqlite:
-                async with lock, engine.begin() as conn:
-                    await transfer_sql(conn, payer, payee)
-            else:
-                async with engine.begin() as conn:
-                    await transfer_sql(conn, payer, payee)
+            await db.write(lambda conn: transfer_sql(conn, payer, payee))
 
         rng = random.Random(3)
         ops = {
@@ -280,7 +277,7 @@ async def raw_cells(database: str, url: str, seconds: float) -> list[Cell]:
                 )
         return cells
     finally:
-        await engine.dispose()
+        await db.close()
 
 
 async def transfer_sql(conn: AsyncConnection, payer: str, payee: str) -> None:

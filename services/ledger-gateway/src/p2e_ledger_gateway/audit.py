@@ -10,7 +10,10 @@ keys and no spaces (`create_time` in RFC 3339 with microseconds). Editing, delet
 reordering any row breaks the chain at that row, which `verify` reports.
 
 Appends run inside the caller's write transaction: SQLite's `BEGIN IMMEDIATE` serializes
-them; on PostgreSQL the head row is taken `FOR UPDATE` first.
+them; on PostgreSQL the head row is taken `FOR UPDATE` first. On SQLite's writer thread the
+units of one group commit together: the head is read by the group's first append, carried
+from unit to unit (a unit that rolls back restores it) and written once before the COMMIT,
+so the chain and its head still change in the same transaction.
 """
 
 from __future__ import annotations
@@ -22,9 +25,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import Connection, bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from p2e_ledger_gateway.sqlite_thread import group_of
 from p2e_ledger_gateway.store import GENESIS_HASH, audit_events, audit_head, now_us
 
 EVENT_TYPES = frozenset(
@@ -93,6 +97,7 @@ _HEAD_UPDATE = (
     .values(sequence=bindparam("seq"), hash=bindparam("last"))
 )
 _INSERT = insert(audit_events)
+_GROUP_KEY = "audit_head"
 
 
 async def lock_head(conn: AsyncConnection) -> tuple[int, str]:
@@ -111,7 +116,9 @@ async def append(
     Must run inside the write transaction that makes the change they record.
     Returns the last entry appended.
     """
-    sequence, prev = await lock_head(conn)
+    group = group_of(conn)
+    carried = group.values.get(_GROUP_KEY) if group is not None else None
+    sequence, prev = carried or await lock_head(conn)
     rows: list[dict[str, Any]] = []
     stamp = now_us()
     for event in events:
@@ -129,8 +136,16 @@ async def append(
         row["hash"] = prev = entry_hash(prev, row)
         rows.append(row)
     await conn.execute(_INSERT, rows)
-    await conn.execute(_HEAD_UPDATE, {"seq": sequence, "last": prev})
+    if group is None:
+        await conn.execute(_HEAD_UPDATE, {"seq": sequence, "last": prev})
+    else:
+        group.values[_GROUP_KEY] = (sequence, prev)
+        group.before_commit[_GROUP_KEY] = _write_head
     return AuditEntry(**rows[-1])
+
+
+def _write_head(connection: Connection, head_row: tuple[int, str]) -> None:
+    connection.execute(_HEAD_UPDATE, {"seq": head_row[0], "last": head_row[1]})
 
 
 async def head(conn: AsyncConnection) -> tuple[int, str]:

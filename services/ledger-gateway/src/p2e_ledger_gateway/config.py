@@ -26,6 +26,8 @@ class Settings(ServiceSettings):
     outbox_poll_seconds: float = 1.0
     # Rows published per batch.
     outbox_batch_size: int = 200
+    # After a commit wakes it, the publisher waits this long for more commits to join the batch.
+    outbox_linger_seconds: float = 0.02
     # Backoff between failed publish / connect attempts: doubles from min to max.
     outbox_retry_min_seconds: float = 0.2
     outbox_retry_max_seconds: float = 10.0

@@ -135,6 +135,7 @@ async def build_app(
             settings.nats_url,
             batch_size=settings.outbox_batch_size,
             poll_seconds=settings.outbox_poll_seconds,
+            linger_seconds=settings.outbox_linger_seconds,
             retry_min_seconds=settings.outbox_retry_min_seconds,
             retry_max_seconds=settings.outbox_retry_max_seconds,
             retention_hours=settings.outbox_retention_hours,

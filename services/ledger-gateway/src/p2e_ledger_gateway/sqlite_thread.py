@@ -10,7 +10,9 @@ in one step (`drive`). The event loop awaits the thread once per transaction.
 Writes go to one writer thread (`SqliteWriter`), which takes the units queued while it was
 busy as one group: one `BEGIN IMMEDIATE`, each unit inside a SAVEPOINT of its own (a unit that
 raises rolls back alone and gets its error), one COMMIT for the group; each caller hears of its
-outcome only after that COMMIT. Reads go to a reader thread (`SqliteThread`).
+outcome only after that COMMIT. Units of one group may share state until that COMMIT
+(`GroupState`: e.g. the audit chain's head, read once and written once per group); a unit
+that rolls back leaves it as it found it. Reads go to a reader thread (`SqliteThread`).
 
 A unit of work that awaits anything else (a network call: the Canton backend) cannot run
 here and fails loudly; those databases keep the async engine (see database.py).
@@ -22,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 import queue
+import sqlite3
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +33,7 @@ from typing import Any, TypeVar, cast
 import sqlalchemy
 from sqlalchemy import URL, Connection, Executable, event
 from sqlalchemy.engine import Result
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from p2e_kit.db import SQLITE_BUSY_TIMEOUT_MS
@@ -41,12 +45,39 @@ T = TypeVar("T")
 MAX_GROUP = 64  # units of work committed together at most
 
 
+class GroupState:
+    """What the units of one group share until its COMMIT: `values` by key, and for a key
+    `before_commit[key](connection, values[key])`, run once just before the COMMIT."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, Any] = {}
+        self.before_commit: dict[str, Callable[[Connection, Any], None]] = {}
+
+    def snapshot(self) -> tuple[dict[str, Any], dict[str, Callable[[Connection, Any], None]]]:
+        return dict(self.values), dict(self.before_commit)
+
+    def restore(
+        self, saved: tuple[dict[str, Any], dict[str, Callable[[Connection, Any], None]]]
+    ) -> None:
+        self.values, self.before_commit = dict(saved[0]), dict(saved[1])
+
+    def flush(self, connection: Connection) -> None:
+        for key, write in self.before_commit.items():
+            write(connection, self.values[key])
+
+
+def group_of(conn: AsyncConnection) -> GroupState | None:
+    """The group state of a unit running on the writer thread; None anywhere else."""
+    return getattr(conn, "group", None)
+
+
 class DirectConnection:
     """The part of `AsyncConnection` the ledger uses, over a sync connection on this thread."""
 
-    def __init__(self, connection: Connection) -> None:
+    def __init__(self, connection: Connection, group: GroupState | None = None) -> None:
         self.sync_connection = connection
         self.dialect = connection.dialect
+        self.group = group
 
     async def execute(
         self, statement: Executable, parameters: Any = None, **kwargs: Any
@@ -79,7 +110,7 @@ class SqliteThread:
 
     def __init__(self, url: URL, *, name: str, immediate: bool) -> None:
         self.immediate = immediate
-        self._engine = sync_engine(url, immediate=immediate)
+        self._engine = sync_engine(url)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
         self._connection: Connection | None = None
 
@@ -93,7 +124,7 @@ class SqliteThread:
                 self._connection.close()
             self._connection = self._engine.connect()
         connection = self._connection
-        transaction = connection.begin()
+        transaction = begin(connection, immediate=self.immediate)
         try:
             unit = work(cast(AsyncConnection, DirectConnection(connection)))
             result = drive(cast(Coroutine[Any, Any, T], unit))
@@ -118,31 +149,60 @@ class SqliteThread:
             self._connection = None
 
 
-def _run_group(connection: Connection, group: list[_Unit]) -> None:
+def _run_group(connection: Connection, group: list[_Unit], state: GroupState) -> None:
     """Each unit in a SAVEPOINT of its own (a lone unit: the transaction is its own); a unit's
     error is its outcome. Raises if SQLite itself ended the transaction (disk full, I/O)."""
     if len(group) == 1:
         with contextlib.suppress(Exception):
-            group[0].run(connection)
+            group[0].run(connection, state)
         return
+    # The SAVEPOINTs go straight to sqlite3 (SQLAlchemy would compile two statements per unit).
+    dbapi = cast(sqlite3.Connection, connection.connection.dbapi_connection)
     for unit in group:
+        saved = state.snapshot()
+        _driver(dbapi, "SAVEPOINT unit")
         try:
-            with connection.begin_nested():
-                unit.run(connection)
+            unit.run(connection, state)
         except Exception:
-            if not connection.connection.dbapi_connection.in_transaction:  # type: ignore[union-attr]
+            state.restore(saved)
+            if not dbapi.in_transaction:
                 raise
+            _driver(dbapi, "ROLLBACK TO unit")
+        _driver(dbapi, "RELEASE unit")
 
 
-def sync_engine(url: URL, *, immediate: bool) -> sqlalchemy.Engine:
+def sync_engine(url: URL) -> sqlalchemy.Engine:
     """A sync engine on the SQLite file of the async `url`, set up as p2e_kit.db's."""
     engine = sqlalchemy.create_engine(
         url.set(drivername="sqlite"),
         connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
     )
     event.listen(engine, "connect", _on_connect)
-    event.listen(engine, "begin", _begin_immediate if immediate else _begin_deferred)
     return engine
+
+
+def begin(connection: Connection, *, immediate: bool) -> sqlalchemy.RootTransaction:
+    """Begin a transaction: `BEGIN IMMEDIATE` (takes the write lock) or a deferred `BEGIN`.
+
+    Sent straight to sqlite3 rather than from a "begin" event listener: any connection event
+    listener makes SQLAlchemy dispatch events around every statement the engine executes.
+    """
+    transaction = connection.begin()
+    dbapi = cast(sqlite3.Connection, connection.connection.dbapi_connection)
+    try:
+        _driver(dbapi, "BEGIN IMMEDIATE" if immediate else "BEGIN")
+    except BaseException:
+        transaction.rollback()
+        raise
+    return transaction
+
+
+def _driver(dbapi: sqlite3.Connection, sql: str) -> None:
+    """Run `sql` on sqlite3; its errors raised as SQLAlchemy's (Database.write retries "busy")."""
+    try:
+        dbapi.execute(sql)
+    except sqlite3.Error as exc:
+        raise DBAPIError.instance(sql, None, exc, sqlite3.Error) from exc
 
 
 class _Unit:
@@ -155,9 +215,9 @@ class _Unit:
         self.result: Any = None
         self.error: BaseException | None = None
 
-    def run(self, connection: Connection) -> None:
+    def run(self, connection: Connection, state: GroupState) -> None:
         try:
-            unit = self.work(cast(AsyncConnection, DirectConnection(connection)))
+            unit = self.work(cast(AsyncConnection, DirectConnection(connection, state)))
             self.result = drive(cast(Coroutine[Any, Any, Any], unit))
         except Exception as exc:
             self.error = exc
@@ -180,7 +240,7 @@ class SqliteWriter:
     """The writer thread: units of work queued by `run`, committed in groups (group commit)."""
 
     def __init__(self, url: URL, *, name: str) -> None:
-        self._engine = sync_engine(url, immediate=True)
+        self._engine = sync_engine(url)
         self._queue: queue.SimpleQueue[_Unit | None] = queue.SimpleQueue()
         self._connection: Connection | None = None
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
@@ -222,16 +282,18 @@ class SqliteWriter:
         """Run the group in one transaction; if the transaction fails, every unit gets that."""
         try:
             connection = self._connect()
-            transaction = connection.begin()
+            transaction = begin(connection, immediate=True)
+            state = GroupState()
             try:
-                _run_group(connection, group)
+                _run_group(connection, group, state)
+                if len(group) == 1 and group[0].error is not None:
+                    transaction.rollback()
+                    return
+                state.flush(connection)
             except BaseException:
                 transaction.rollback()
                 raise
-            if len(group) == 1 and group[0].error is not None:
-                transaction.rollback()
-            else:
-                transaction.commit()
+            transaction.commit()
         except Exception as exc:  # BEGIN, a SAVEPOINT or the COMMIT failed: nothing committed
             log.debug("a group of %d SQLite units of work failed: %s", len(group), exc)
             for unit in group:
@@ -254,11 +316,3 @@ def _on_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
-
-
-def _begin_immediate(connection: Connection) -> None:
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
-
-
-def _begin_deferred(connection: Connection) -> None:
-    connection.exec_driver_sql("BEGIN")

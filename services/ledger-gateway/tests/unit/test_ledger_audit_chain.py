@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from collections.abc import AsyncIterator
@@ -133,3 +134,22 @@ async def test_append_is_a_single_chain_across_batches(db: Database) -> None:
     assert last.sequence == 10
     assert await db.read(audit.head) == (10, last.hash)
     assert (await verify(db)).valid
+
+
+async def test_group_commit_carries_the_head_past_units_that_roll_back(db: Database) -> None:
+    async def unit(conn: AsyncConnection, n: int) -> audit.AuditEntry:
+        event = {"event_type": "wallet_created", "actor": "operator:t", "payload": {"n": n}}
+        entry = await audit.append(conn, [event])
+        if n % 3 == 0:
+            raise ValueError(f"unit {n} fails after appending")
+        return entry
+
+    outcomes = await asyncio.gather(
+        *(db.write(lambda conn, n=n: unit(conn, n)) for n in range(30)), return_exceptions=True
+    )
+    kept = [o for o in outcomes if isinstance(o, audit.AuditEntry)]
+    assert len(kept) == 20 and all(isinstance(o, ValueError) for o in outcomes if o not in kept)
+    assert sorted(e.sequence for e in kept) == list(range(8, 28))
+    result = await verify(db)
+    assert (result.valid, result.checked) == (True, 27)
+    assert await db.read(audit.head) == (27, max(kept, key=lambda e: e.sequence).hash)

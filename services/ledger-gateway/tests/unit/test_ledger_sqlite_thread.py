@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
-from sqlalchemy import func, insert, select, update
-from sqlalchemy.exc import IntegrityError
+import sqlalchemy
+from sqlalchemy import event, func, insert, select, update
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from p2e_kit.db import create_engine
 from p2e_kit.errors import NotFound
 from p2e_ledger_gateway.database import Database
+from p2e_ledger_gateway.sqlite_thread import begin
 from p2e_ledger_gateway.store import create_schema, wallets
 
 
@@ -82,3 +86,17 @@ async def test_reads_see_committed_writes_while_the_writer_works(db: Database) -
     counts = [r.scalar_one() for r in results[50:]]
     assert all(0 <= c <= 50 for c in counts)
     assert len(await agents(db)) == 50
+
+
+def test_a_busy_begin_raises_the_error_database_write_retries(tmp_path: Path) -> None:
+    path = tmp_path / "busy.db"
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+    engine = sqlalchemy.create_engine(f"sqlite:///{path}", connect_args={"timeout": 0.05})
+    event.listen(engine, "connect", lambda dbapi, _record: setattr(dbapi, "isolation_level", None))
+    try:
+        with engine.connect() as conn, pytest.raises(OperationalError, match="locked"):
+            begin(conn, immediate=True)
+    finally:
+        holder.close()
+        engine.dispose()
