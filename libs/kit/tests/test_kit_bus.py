@@ -65,3 +65,11 @@ async def test_publish_fails_at_once_while_disconnected(nats_server):
             await publish_until_refused()
     finally:
         await bus.nc.close()
+
+
+def test_subject_tokens_are_safe():
+    from p2e_kit.bus import artifact_subject, ledger_subject
+
+    assert artifact_subject("conv_1", "tool_call") == "p2e.artifacts.conv_1.tool_call"
+    assert ledger_subject("transfer_settled", "a.b *>c") == "p2e.ledger.transfer_settled.a_b___c"
+    assert artifact_subject("", "x") == "p2e.artifacts._.x"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -70,10 +71,12 @@ STREAMS: tuple[StreamSpec, ...] = (
 )
 
 
+_UNSAFE_TOKEN_CHARS = re.compile(r"[^A-Za-z0-9_-]")
+
+
 def _token(value: str) -> str:
     """A subject token: no dots, wildcards or spaces."""
-    cleaned = "".join(c if c.isalnum() or c in "_-" else "_" for c in value)
-    return cleaned or "_"
+    return _UNSAFE_TOKEN_CHARS.sub("_", value) or "_"
 
 
 def artifact_subject(conversation_id: str, kind: str) -> str:
