@@ -108,9 +108,10 @@ class CallRunner:
         return list(zip(pending, outcomes, strict=True))
 
     async def _one(self, ctx: TurnContext, call: r.State) -> ToolOutcome:
-        effect = await self._store.get_effect(call.id)
-        if effect is not None and effect.status == r.COMPLETED and effect.result is not None:
-            return ToolOutcome.from_dict(effect.result)
+        if ctx.resume:  # a fresh call's effect was written pending just now: nothing to reuse
+            effect = await self._store.get_effect(call.id)
+            if effect is not None and effect.status == r.COMPLETED and effect.result is not None:
+                return ToolOutcome.from_dict(effect.result)
         outcome = await self._execute(ctx, call)
         await self._store.complete_effect(call.id, outcome.to_dict())
         return outcome

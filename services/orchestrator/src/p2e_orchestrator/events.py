@@ -3,7 +3,9 @@
 `p2e.orchestrator.turn_finished.<conversation>` for each finished state.
 
 States are written to the database first; a state whose publication fails stays
-`published = false` (the outbox) and a background task retries it.
+`published = false` (the outbox) and a background task retries it. Published states are
+marked in batches off the append path: a mark lost to a crash only means the outbox
+publishes the state again, under the same msg id (dropped by the stream's duplicate window).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ log = logging.getLogger(__name__)
 
 CONTENT_TYPE = "application/json"
 OUTBOX_BATCH = 200
+MARK_LINGER_SECONDS = 0.2  # published states gather this long into one "published" mark
 PUBLISH_ERRORS = (nats.errors.Error, TimeoutError, OSError)
 
 
@@ -74,6 +77,10 @@ class ArtifactPublisher:
         self._store = store
         self._produced_by = produced_by
         self._interval = retry_interval
+        # Well inside the outbox's age cutoff, so it does not republish states being marked.
+        self._linger = min(MARK_LINGER_SECONDS, retry_interval / 4)
+        self._to_mark: list[str] = []
+        self._marker: asyncio.Task[None] | None = None
 
     async def _send(self, state: r.State) -> None:
         artifact = state_to_artifact(state, produced_by=self._produced_by)
@@ -91,7 +98,25 @@ class ArtifactPublisher:
         except PUBLISH_ERRORS as exc:
             log.warning("artifact %s not published yet (%r); the outbox will retry", state.id, exc)
             return
-        await self._store.mark_published([state.id])
+        self._to_mark.append(state.id)
+        if self._marker is None or self._marker.done():
+            self._marker = asyncio.create_task(self._mark(), name="mark-published")
+
+    async def _mark(self) -> None:
+        """Mark what was published meanwhile, one transaction per batch."""
+        while self._to_mark:
+            await asyncio.sleep(self._linger)
+            batch, self._to_mark = self._to_mark, []
+            try:
+                await self._store.mark_published(batch)
+            except Exception as exc:  # the outbox publishes them again
+                log.warning("could not mark %d artifacts published: %r", len(batch), exc)
+
+    async def close(self) -> None:
+        """Write the marks still pending (skipping the linger)."""
+        self._linger = 0.0
+        if self._marker is not None:
+            await asyncio.wait([self._marker])
 
     async def flush(self, *, min_age_seconds: float = 0.0) -> int:
         """Publish outbox states older than `min_age_seconds`; returns how many went out."""

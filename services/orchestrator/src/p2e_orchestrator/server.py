@@ -66,6 +66,7 @@ class Orchestrator:
             await self.dispatcher.stop()
         if isinstance(self.catalog, GrpcToolCatalog):
             await self.catalog.close()
+        await self.publisher.close()
         await self.store.close()
 
 

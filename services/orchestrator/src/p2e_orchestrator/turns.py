@@ -227,7 +227,8 @@ class TurnEngine:
             )
         finally:
             self._tasks.pop(conversation_id, None)
-        await self._unlock(conversation_id)
+        # No unlock: the finished state moved the conversation RUNNING -> IDLE with it (a
+        # separate unlock here could release the lock of a turn started since).
 
     async def _drive(self, ctx: TurnContext) -> None:
         while True:
@@ -282,10 +283,9 @@ class TurnEngine:
         if reply.model:
             data["model"] = reply.model
         text = reply.content or ""
-        await self._append(ctx, r.NewState(r.ASSISTANT_MESSAGE, text=text, data_json=_dumps(data)))
-        for call in calls:
-            new, effect = call_state(call)
-            await self._append(ctx, new, effect=effect)
+        reply_state = r.NewState(r.ASSISTANT_MESSAGE, text=text, data_json=_dumps(data))
+        # The reply and its calls (each with its effect) in one transaction, before dispatch.
+        await self._append_all(ctx, [(reply_state, None), *(call_state(c) for c in calls)])
 
     async def _finish(
         self,
@@ -317,19 +317,31 @@ class TurnEngine:
         request: r.RequestKey | None = None,
         end_turn: bool = False,
     ) -> r.State:
-        state = await self._store.append_state(
+        (state,) = await self._append_all(ctx, [(new, effect)], request=request, end_turn=end_turn)
+        return state
+
+    async def _append_all(
+        self,
+        ctx: TurnContext,
+        items: list[tuple[r.NewState, r.NewEffect | None]],
+        *,
+        request: r.RequestKey | None = None,
+        end_turn: bool = False,
+    ) -> list[r.State]:
+        """Store the states in one transaction, then publish and announce each in order."""
+        appended = await self._store.append_states(
             conversation_id=ctx.conversation.id,
             branch_id=ctx.branch_id,
             agent_id=ctx.agent_id,
-            new=new,
-            effect=effect,
+            items=items,
             request=request,
             end_turn=end_turn,
         )
-        ctx.stack.append(state)
-        await self._publisher.publish(state)
-        self._feed.notify(ctx.conversation.id)
-        return state
+        for state in appended:
+            ctx.stack.append(state)
+            await self._publisher.publish(state)
+            self._feed.notify(ctx.conversation.id, state)
+        return appended
 
     # -- cancel, resume, stop -------------------------------------------------------------
 

@@ -119,7 +119,6 @@ class StackStore(ShieldedStore):
         )
         return fork_seq, inherited.scalar_one_or_none() or ""
 
-    @shielded
     async def append_state(
         self,
         *,
@@ -136,47 +135,53 @@ class StackStore(ShieldedStore):
         `end_turn`: also move the conversation from RUNNING to IDLE (the finished state and
         the end of the turn become visible together).
         """
+        (state,) = await self.append_states(
+            conversation_id=conversation_id,
+            branch_id=branch_id,
+            agent_id=agent_id,
+            items=[(new, effect)],
+            request=request,
+            end_turn=end_turn,
+        )
+        return state
+
+    @shielded
+    async def append_states(
+        self,
+        *,
+        conversation_id: str,
+        branch_id: str,
+        agent_id: str,
+        items: list[tuple[r.NewState, r.NewEffect | None]],
+        request: r.RequestKey | None = None,
+        end_turn: bool = False,
+    ) -> list[r.State]:
+        """Append states in order at the branch's head, with their effects, in one transaction.
+
+        `request` keys the first state; `end_turn` as in `append_state`.
+        """
         now = r.utcnow()
+        appended: list[r.State] = []
         async with self.engine.begin() as conn:
             seq, parent_id = await self._tail(conn, branch_id)
-            values = {
-                "id": new.id or new_id("st"),
-                "conversation_id": conversation_id,
-                "branch_id": branch_id,
-                "seq": seq + 1,
-                "parent_id": parent_id,
-                "agent_id": agent_id,
-                "kind": new.kind,
-                "text": new.text,
-                "call_id": new.call_id,
-                "target": new.target,
-                "data_json": new.data_json,
-                "is_error": new.is_error,
-                "published": False,
-                "created": now,
-            }
-            await conn.execute(states.insert().values(**values))
-            if effect is not None:
-                await conn.execute(
-                    effects.insert().values(
-                        key=values["id"],
-                        conversation_id=conversation_id,
-                        kind=effect.kind,
-                        status=r.PENDING,
-                        request_json=effect.request_json,
-                        result_json=None,
-                        created=now,
-                    )
-                )
-            if request is not None:
-                await record_request(conn, request, values["id"])
+            for new, effect in items:
+                seq += 1
+                values = _state_values(new, conversation_id, branch_id, agent_id, seq, now)
+                values["parent_id"] = parent_id
+                await conn.execute(states.insert().values(**values))
+                if effect is not None:
+                    await conn.execute(_effect_insert(values["id"], conversation_id, effect, now))
+                if request is not None and not appended:
+                    await record_request(conn, request, values["id"])
+                appended.append(_state(_Row(values)))
+                parent_id = values["id"]
             touch = conversations.update().where(conversations.c.id == conversation_id)
             await conn.execute(touch.values(updated=now))
             if end_turn:
                 await conn.execute(
                     touch.where(conversations.c.state == r.RUNNING).values(state=r.IDLE)
                 )
-        return _state(_Row(values))
+        return appended
 
     @shielded
     async def get_state(self, state_id: str) -> r.State:
@@ -220,6 +225,38 @@ class StackStore(ShieldedStore):
                 .where(effects.c.key == key, effects.c.status == r.PENDING)
                 .values(status=r.COMPLETED, result_json=result, completed=r.utcnow())
             )
+
+
+def _state_values(
+    new: r.NewState, conversation_id: str, branch_id: str, agent_id: str, seq: int, now: datetime
+) -> dict[str, Any]:
+    return {
+        "id": new.id or new_id("st"),
+        "conversation_id": conversation_id,
+        "branch_id": branch_id,
+        "seq": seq,
+        "agent_id": agent_id,
+        "kind": new.kind,
+        "text": new.text,
+        "call_id": new.call_id,
+        "target": new.target,
+        "data_json": new.data_json,
+        "is_error": new.is_error,
+        "published": False,
+        "created": now,
+    }
+
+
+def _effect_insert(key: str, conversation_id: str, effect: r.NewEffect, now: datetime) -> Any:
+    return effects.insert().values(
+        key=key,
+        conversation_id=conversation_id,
+        kind=effect.kind,
+        status=r.PENDING,
+        request_json=effect.request_json,
+        result_json=None,
+        created=now,
+    )
 
 
 class _Row:
