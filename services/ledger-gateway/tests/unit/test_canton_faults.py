@@ -5,7 +5,7 @@ The fake participant validates every request and answer against the OpenAPI spec
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
 
@@ -14,27 +14,13 @@ import pytest
 from p2e_kit.errors import Conflict, DependencyUnavailable
 from p2e_ledger_gateway.canton import CantonLedgerBackend
 from p2e_ledger_gateway.canton.testing import (
-    CantonSpec,
     FakeParticipant,
     SpecServer,
     fake_settings,
-    load_spec,
     make_backend,
 )
 
 SUBMIT = "/v2/commands/submit-and-wait-for-transaction"
-
-
-@pytest.fixture(scope="module")
-def spec() -> CantonSpec:
-    return load_spec()
-
-
-@pytest.fixture
-def server(spec: CantonSpec) -> Iterator[SpecServer]:
-    server = SpecServer(spec=spec)
-    yield server
-    assert server.violations == []
 
 
 @pytest.fixture

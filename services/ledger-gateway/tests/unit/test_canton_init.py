@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from decimal import Decimal
 
 import pytest
@@ -17,23 +16,10 @@ from p2e_ledger_gateway.canton.testing import (
     FakeParticipant,
     SpecServer,
     fake_settings,
-    load_spec,
     make_backend,
 )
 
 AUDIENCE = "https://daml.com/jwt/aud/participant/p1"
-
-
-@pytest.fixture(scope="module")
-def spec() -> CantonSpec:
-    return load_spec()
-
-
-@pytest.fixture
-def server(spec: CantonSpec) -> Iterator[SpecServer]:
-    server = SpecServer(spec=spec)
-    yield server
-    assert server.violations == []
 
 
 async def test_init_creates_parties_user_and_wallets_once(server: SpecServer) -> None:

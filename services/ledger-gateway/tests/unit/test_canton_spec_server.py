@@ -14,16 +14,10 @@ from p2e_ledger_gateway.canton.testing import (
     CantonSpec,
     SpecServer,
     SpecViolation,
-    load_spec,
     make_backend,
 )
 
 AUTH = {"Authorization": "Bearer x.y."}
-
-
-@pytest.fixture(scope="module")
-def spec() -> CantonSpec:
-    return load_spec()
 
 
 def good_submit() -> dict[str, Any]:

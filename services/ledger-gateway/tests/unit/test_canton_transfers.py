@@ -6,7 +6,7 @@ JSON Ledger API's OpenAPI spec by `SpecServer`; a violation fails the test.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from decimal import Decimal
 
 import pytest
@@ -14,19 +14,7 @@ import pytest
 from p2e_kit.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from p2e_ledger_gateway.canton import CantonLedgerBackend
 from p2e_ledger_gateway.canton.contracts import transfer_command_id
-from p2e_ledger_gateway.canton.testing import CantonSpec, SpecServer, load_spec, make_backend
-
-
-@pytest.fixture(scope="module")
-def spec() -> CantonSpec:
-    return load_spec()
-
-
-@pytest.fixture
-def server(spec: CantonSpec) -> Iterator[SpecServer]:
-    server = SpecServer(spec=spec)
-    yield server
-    assert server.violations == []
+from p2e_ledger_gateway.canton.testing import CantonSpec, SpecServer, make_backend
 
 
 @pytest.fixture
