@@ -31,7 +31,6 @@ import itertools
 import json
 import os
 import random
-import subprocess
 import sys
 import tempfile
 import time
@@ -50,6 +49,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from p2e_kit.channels import caller_metadata
 from p2e_kit.db import create_engine, sqlite_url
 from p2e_kit.natsd import free_port, start_nats_server
+from p2e_kit.subprocess_service import ServiceProcess
 from p2e_ledger_gateway import audit
 from p2e_ledger_gateway.database import Database
 from p2e_ledger_gateway.records import Status, TransferRecord
@@ -113,20 +113,19 @@ async def measure(
 # --- the ledger-gateway process --------------------------------------------------------------
 
 
-class Gateway:
-    """`python -m p2e_ledger_gateway` on a free port, killed in `stop()`."""
+class Gateway(ServiceProcess):
+    """`python -m p2e_ledger_gateway` on a free port, stopped in `stop()`."""
 
     def __init__(self, tmp: Path, nats_url: str, database_url: str, events: bool) -> None:
-        self.address = f"127.0.0.1:{free_port()}"
         config = tmp / "config"
         config.mkdir(parents=True, exist_ok=True)
         ledger = {"initial_balance": 0, "asset": "P2E", "scale": 2, "policies": {}}
         (config / "config.json").write_text(json.dumps({"ledger": ledger}))
         (config / "agents.yml").write_text("agents: []\n")
-        self.log = tmp / f"ledger-{uuid.uuid4().hex[:6]}.log"
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("P2E_")}
-        self.env |= {
-            "P2E_LEDGER_PORT": self.address.rsplit(":", 1)[1],
+        port = free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("P2E_")}
+        env |= {
+            "P2E_LEDGER_PORT": str(port),
             "P2E_DATA_DIR": str(tmp / "data"),
             "P2E_CONFIG_DIR": str(config),
             "P2E_NATS_URL": nats_url,
@@ -134,39 +133,8 @@ class Gateway:
             "P2E_LEDGER_DATABASE_URL": database_url,
             "P2E_LEDGER_PUBLISH_EVENTS": "true" if events else "false",
         }
-        self.process: asyncio.subprocess.Process | None = None
-
-    async def start(self, channel: grpc.aio.Channel) -> None:
-        with self.log.open("ab") as log:
-            self.process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "p2e_ledger_gateway",
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-            )
-        stub = ledger_service_pb2_grpc.LedgerServiceStub(channel)
-        for _ in range(300):
-            if self.process.returncode is not None:
-                raise RuntimeError(f"ledger-gateway exited:\n{self.log.read_text()}")
-            try:
-                await stub.GetDebugInfo(pb.GetDebugInfoRequest(), timeout=1)
-                return
-            except grpc.aio.AioRpcError:
-                await asyncio.sleep(0.1)
-        raise RuntimeError(f"ledger-gateway not serving after 30 s:\n{self.log.read_text()}")
-
-    async def stop(self) -> None:
-        if self.process is not None and self.process.returncode is None:
-            self.process.terminate()
-            try:
-                async with asyncio.timeout(10):
-                    await self.process.wait()
-            except TimeoutError:
-                self.process.kill()
-                await self.process.wait()
+        log = tmp / f"ledger-{uuid.uuid4().hex[:6]}.log"
+        super().__init__("p2e_ledger_gateway", f"127.0.0.1:{port}", env, log)
 
 
 async def grpc_cells(
@@ -175,7 +143,7 @@ async def grpc_cells(
     """Echo, spread and hot at each concurrency against one gateway process."""
     channel = grpc.aio.insecure_channel(gateway.address)
     try:
-        await gateway.start(channel)
+        await gateway.start()
         ledger = ledger_service_pb2_grpc.LedgerServiceStub(channel)
         health = health_pb2_grpc.HealthStub(channel)
         init = pb.InitWalletsRequest(

@@ -18,9 +18,6 @@ import asyncio
 import json
 import os
 import random
-import signal
-import subprocess
-import sys
 import time
 from collections import Counter, deque
 from collections.abc import AsyncIterator
@@ -35,6 +32,7 @@ from p2e_kit.bus import MSG_ID_HEADER, Bus
 from p2e_kit.channels import caller_metadata
 from p2e_kit.natsd import NatsServer, free_port
 from p2e_kit.status import decode
+from p2e_kit.subprocess_service import ServiceProcess
 from p2engine.ledger.v1 import ledger_pb2, ledger_service_pb2_grpc
 from p2engine.ledger.v1 import ledger_service_pb2 as pb
 
@@ -73,21 +71,19 @@ class Load:
     enough: asyncio.Event = field(default_factory=asyncio.Event)
 
 
-class Gateway:
+class Gateway(ServiceProcess):
     """The ledger-gateway as a child process on a fixed port and data dir."""
 
     def __init__(self, tmp: Path, nats_url: str, database_url: str) -> None:
-        self.port = free_port()
-        self.address = f"127.0.0.1:{self.port}"
-        self.log = tmp / "ledger.log"
         config = tmp / "config"
         config.mkdir()
         ledger = {"initial_balance": 0, "asset": "P2E", "scale": 2, "policies": {}}
         (config / "config.json").write_text(json.dumps({"ledger": ledger}))
         (config / "agents.yml").write_text("agents:\n" + "".join(f"  - id: {a}\n" for a in AGENTS))
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("P2E_")}
-        self.env |= {
-            "P2E_LEDGER_PORT": str(self.port),
+        port = free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("P2E_")}
+        env |= {
+            "P2E_LEDGER_PORT": str(port),
             "P2E_DATA_DIR": str(tmp / "data"),
             "P2E_CONFIG_DIR": str(config),
             "P2E_NATS_URL": nats_url,
@@ -95,35 +91,7 @@ class Gateway:
             "P2E_LEDGER_OUTBOX_POLL_SECONDS": "0.2",
             "P2E_LEDGER_DATABASE_URL": database_url,  # empty: SQLite under the data dir
         }
-        self.process: asyncio.subprocess.Process | None = None
-
-    async def start(self) -> None:
-        with self.log.open("ab") as log:
-            self.process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "p2e_ledger_gateway",
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-            )
-        async with grpc.aio.insecure_channel(self.address) as channel:
-            stub = ledger_service_pb2_grpc.LedgerServiceStub(channel)
-            for _ in range(300):
-                exited = self.process.returncode is not None
-                assert not exited, f"gateway exited:\n{self.log.read_text()}"
-                try:
-                    await stub.GetDebugInfo(pb.GetDebugInfoRequest(), timeout=1)
-                    return
-                except grpc.aio.AioRpcError:
-                    await asyncio.sleep(0.1)
-        raise AssertionError(f"gateway not serving after 30 s:\n{self.log.read_text()}")
-
-    async def kill(self) -> None:
-        if self.process is not None and self.process.returncode is None:
-            self.process.send_signal(signal.SIGKILL)
-            await self.process.wait()
+        super().__init__("p2e_ledger_gateway", f"127.0.0.1:{port}", env, tmp / "ledger.log")
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
