@@ -166,14 +166,30 @@ class Bus:
         instead of waiting for an ack that cannot come: callers keep what they publish in an
         outbox or report the dependency as unavailable.
         """
+        return await self.publish_bytes(
+            subject,
+            message.SerializeToString(),
+            message.DESCRIPTOR.full_name,
+            msg_id,
+            ack_timeout=ack_timeout,
+        )
+
+    async def publish_bytes(
+        self,
+        subject: str,
+        body: bytes,
+        message_type: str,
+        msg_id: str,
+        *,
+        ack_timeout: float = PUBLISH_TIMEOUT,
+    ) -> PubAck:
+        """`publish` of an already serialized message of type `message_type` (full name)."""
         from nats.errors import ConnectionReconnectingError
 
         if not self.nc.is_connected:
             raise ConnectionReconnectingError()
-        headers = {MSG_ID_HEADER: msg_id, TYPE_HEADER: message.DESCRIPTOR.full_name}
-        return await self.js.publish(
-            subject, message.SerializeToString(), headers=headers, timeout=ack_timeout
-        )
+        headers = {MSG_ID_HEADER: msg_id, TYPE_HEADER: message_type}
+        return await self.js.publish(subject, body, headers=headers, timeout=ack_timeout)
 
     async def close(self) -> None:
         if not self.nc.is_closed:

@@ -12,8 +12,9 @@ reordering any row breaks the chain at that row, which `verify` reports.
 Appends run inside the caller's write transaction: SQLite's `BEGIN IMMEDIATE` serializes
 them; on PostgreSQL the head row is taken `FOR UPDATE` first. On SQLite's writer thread the
 units of one group commit together: the head is read by the group's first append, carried
-from unit to unit (a unit that rolls back restores it) and written once before the COMMIT,
-so the chain and its head still change in the same transaction.
+from unit to unit (a unit that rolls back restores it), and the group's entries are inserted
+and the head written once, just before the COMMIT, so the chain and its head still change in
+the same transaction as what they record.
 """
 
 from __future__ import annotations
@@ -135,10 +136,11 @@ async def append(
         }
         row["hash"] = prev = entry_hash(prev, row)
         rows.append(row)
-    await conn.execute(_INSERT, rows)
     if group is None:
+        await conn.execute(_INSERT, rows)
         await conn.execute(_HEAD_UPDATE, {"seq": sequence, "last": prev})
     else:
+        group.insert_later(_INSERT, rows)
         group.values[_GROUP_KEY] = (sequence, prev)
         group.before_commit[_GROUP_KEY] = _write_head
     return AuditEntry(**rows[-1])

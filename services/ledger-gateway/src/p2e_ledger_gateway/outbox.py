@@ -29,7 +29,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from p2e_kit.bus import ARTIFACTS, LEDGER, Bus, connect
 from p2e_kit.errors import DependencyUnavailable
-from p2e_ledger_gateway import events
 from p2e_ledger_gateway.database import Database
 from p2e_ledger_gateway.store import now_us, outbox
 
@@ -164,8 +163,7 @@ class OutboxPublisher:
         bus = self.bus
         rows = await self.db.read(self._pending)
         sends = [
-            bus.publish(row.subject, events.decode(row.message_type, row.body), row.msg_id)
-            for row in rows
+            bus.publish_bytes(row.subject, row.body, row.message_type, row.msg_id) for row in rows
         ]
         outcomes = await asyncio.gather(*sends, return_exceptions=True)
         failures = [n for n, outcome in enumerate(outcomes) if isinstance(outcome, BaseException)]

@@ -37,6 +37,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from p2e_kit.db import SQLITE_BUSY_TIMEOUT_MS
+from p2e_kit.prepared import Plan, StatementPlans
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,17 @@ class GroupState:
         for key, write in self.before_commit.items():
             write(connection, self.values[key])
 
+    def insert_later(self, statement: Executable, rows: list[dict[str, Any]]) -> None:
+        """INSERT `rows` with the group's other rows of `statement` (one executemany) just
+        before the COMMIT, in the order the units added them."""
+        key = f"insert:{id(statement)}"
+        self.values[key] = self.values.get(key, ()) + tuple(rows)
+
+        def insert(connection: Connection, all_rows: tuple[dict[str, Any], ...]) -> None:
+            connection.execute(statement, list(all_rows))
+
+        self.before_commit[key] = insert
+
 
 def group_of(conn: AsyncConnection) -> GroupState | None:
     """The group state of a unit running on the writer thread; None anywhere else."""
@@ -72,19 +84,41 @@ def group_of(conn: AsyncConnection) -> GroupState | None:
 
 
 class DirectConnection:
-    """The part of `AsyncConnection` the ledger uses, over a sync connection on this thread."""
+    """The part of `AsyncConnection` the ledger uses, over a sync connection on this thread.
 
-    def __init__(self, connection: Connection, group: GroupState | None = None) -> None:
+    A statement run again and again goes straight to sqlite3 through its plan
+    (p2e_kit.prepared); anything else through SQLAlchemy."""
+
+    def __init__(
+        self, connection: Connection, plans: StatementPlans, group: GroupState | None = None
+    ) -> None:
         self.sync_connection = connection
         self.dialect = connection.dialect
         self.group = group
+        self._plans = plans
 
     async def execute(
         self, statement: Executable, parameters: Any = None, **kwargs: Any
     ) -> Result[Any]:
+        plan = None if kwargs else self._plans.plan(statement, parameters)
+        if plan is not None:
+            return _run_plan(self.sync_connection, plan, parameters)
         result = self.sync_connection.execute(statement, parameters, **kwargs)
         # Rows are fetched now, as aiosqlite does: results may be read after the transaction.
         return result.freeze()() if result.returns_rows else result
+
+
+def _run_plan(connection: Connection, plan: Plan, parameters: Any) -> Result[Any]:
+    dbapi = cast(sqlite3.Connection, connection.connection.dbapi_connection)
+    try:
+        if isinstance(parameters, list):
+            cursor = dbapi.executemany(plan.sql, [plan.args(p) for p in parameters])
+            return plan.result(None, cursor.rowcount)
+        cursor = dbapi.execute(plan.sql, plan.args(parameters))
+        rows = cursor.fetchall() if plan.returns_rows else None
+        return plan.result(rows, cursor.rowcount)
+    except sqlite3.Error as exc:
+        raise DBAPIError.instance(plan.sql, None, exc, sqlite3.Error) from exc
 
     async def run_sync(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return fn(self.sync_connection, *args, **kwargs)
@@ -111,6 +145,7 @@ class SqliteThread:
     def __init__(self, url: URL, *, name: str, immediate: bool) -> None:
         self.immediate = immediate
         self._engine = sync_engine(url)
+        self._plans = StatementPlans(self._engine.dialect)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
         self._connection: Connection | None = None
 
@@ -126,7 +161,7 @@ class SqliteThread:
         connection = self._connection
         transaction = begin(connection, immediate=self.immediate)
         try:
-            unit = work(cast(AsyncConnection, DirectConnection(connection)))
+            unit = work(cast(AsyncConnection, DirectConnection(connection, self._plans)))
             result = drive(cast(Coroutine[Any, Any, T], unit))
         except BaseException:
             transaction.rollback()
@@ -149,12 +184,14 @@ class SqliteThread:
             self._connection = None
 
 
-def _run_group(connection: Connection, group: list[_Unit], state: GroupState) -> None:
+def _run_group(
+    connection: Connection, plans: StatementPlans, group: list[_Unit], state: GroupState
+) -> None:
     """Each unit in a SAVEPOINT of its own (a lone unit: the transaction is its own); a unit's
     error is its outcome. Raises if SQLite itself ended the transaction (disk full, I/O)."""
     if len(group) == 1:
         with contextlib.suppress(Exception):
-            group[0].run(connection, state)
+            group[0].run(connection, plans, state)
         return
     # The SAVEPOINTs go straight to sqlite3 (SQLAlchemy would compile two statements per unit).
     dbapi = cast(sqlite3.Connection, connection.connection.dbapi_connection)
@@ -162,7 +199,7 @@ def _run_group(connection: Connection, group: list[_Unit], state: GroupState) ->
         saved = state.snapshot()
         _driver(dbapi, "SAVEPOINT unit")
         try:
-            unit.run(connection, state)
+            unit.run(connection, plans, state)
         except Exception:
             state.restore(saved)
             if not dbapi.in_transaction:
@@ -215,9 +252,9 @@ class _Unit:
         self.result: Any = None
         self.error: BaseException | None = None
 
-    def run(self, connection: Connection, state: GroupState) -> None:
+    def run(self, connection: Connection, plans: StatementPlans, state: GroupState) -> None:
         try:
-            unit = self.work(cast(AsyncConnection, DirectConnection(connection, state)))
+            unit = self.work(cast(AsyncConnection, DirectConnection(connection, plans, state)))
             self.result = drive(cast(Coroutine[Any, Any, Any], unit))
         except Exception as exc:
             self.error = exc
@@ -241,6 +278,7 @@ class SqliteWriter:
 
     def __init__(self, url: URL, *, name: str) -> None:
         self._engine = sync_engine(url)
+        self._plans = StatementPlans(self._engine.dialect)
         self._queue: queue.SimpleQueue[_Unit | None] = queue.SimpleQueue()
         self._connection: Connection | None = None
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
@@ -285,7 +323,7 @@ class SqliteWriter:
             transaction = begin(connection, immediate=True)
             state = GroupState()
             try:
-                _run_group(connection, group, state)
+                _run_group(connection, self._plans, group, state)
                 if len(group) == 1 and group[0].error is not None:
                     transaction.rollback()
                     return

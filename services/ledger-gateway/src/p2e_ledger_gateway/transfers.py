@@ -30,6 +30,7 @@ from p2e_ledger_gateway import audit, events
 from p2e_ledger_gateway.money import Currency
 from p2e_ledger_gateway.policy import DAY_US, Policy, Refusal, Verdict, evaluate
 from p2e_ledger_gateway.records import Status, TransferRecord, WalletRecord
+from p2e_ledger_gateway.sqlite_thread import group_of
 from p2e_ledger_gateway.store import now_us, outbox, transfers, wallets
 
 if TYPE_CHECKING:
@@ -316,7 +317,11 @@ async def log_event(
     rows = []
     for name in names:
         rows += events.outbox_rows(name, record, currency, now, by=actor)
-    await conn.execute(_INSERT_OUTBOX, rows)
+    group = group_of(conn)
+    if group is None:
+        await conn.execute(_INSERT_OUTBOX, rows)
+    else:  # with the group's other outbox rows, in order, before its COMMIT
+        group.insert_later(_INSERT_OUTBOX, rows)
     entries = [
         {
             "event_type": name,

@@ -10,6 +10,7 @@ from sqlalchemy import select
 
 from p2e_kit.channels import Caller
 from p2e_kit.db import create_engine
+from p2e_ledger_gateway import events
 from p2e_ledger_gateway.database import Database
 from p2e_ledger_gateway.ledger import Ledger, LedgerOptions
 from p2e_ledger_gateway.outbox import OutboxPublisher
@@ -26,11 +27,13 @@ class FlakyBus:
         self.failures = failures
         self.sent: list[tuple[str, str, Message]] = []
 
-    async def publish(self, subject: str, message: Message, msg_id: str) -> None:
+    async def publish_bytes(
+        self, subject: str, body: bytes, message_type: str, msg_id: str
+    ) -> None:
         if self.failures:
             self.failures -= 1
             raise TimeoutError("nats: timeout")
-        self.sent.append((subject, msg_id, message))
+        self.sent.append((subject, msg_id, events.decode(message_type, body)))
 
 
 @pytest.fixture
@@ -87,10 +90,12 @@ async def test_failure_mid_batch_marks_what_was_acked(ledger: Ledger) -> None:
     publisher = OutboxPublisher(ledger.db, "nats://unused")
 
     class FailsThird(FlakyBus):
-        async def publish(self, subject: str, message: Message, msg_id: str) -> None:
+        async def publish_bytes(
+            self, subject: str, body: bytes, message_type: str, msg_id: str
+        ) -> None:
             if len(self.sent) == 2:
                 raise ConnectionError("gone")
-            await super().publish(subject, message, msg_id)
+            await super().publish_bytes(subject, body, message_type, msg_id)
 
     publisher.bus = FailsThird(0)  # type: ignore[assignment]
     with pytest.raises(ConnectionError):

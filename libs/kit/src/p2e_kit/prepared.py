@@ -1,0 +1,186 @@
+"""Core statements planned once, then run straight on the DBAPI connection.
+
+SQLAlchemy's execution machinery (execution context, cache-key lookup, parameter processing,
+cursor result) costs tens of microseconds per statement on top of the driver, several times
+what SQLite itself takes for a keyed UPDATE. A hot path that runs the same module-level
+statements over and over can skip it: `StatementPlans.plan` compiles a statement once per
+parameter shape into its SQL text and a `Plan` that turns the caller's parameters into the
+driver's positional arguments (values by key, literal binds, Python-side scalar defaults of an
+INSERT, bind processors, expanded IN lists) and the driver's rows into a SQLAlchemy `Result`
+(result processors applied), so callers still use `.mappings()`, `.scalar_one()`, `.rowcount`.
+
+Only a statement seen before is planned: a statement built per call (a new object every
+time) is never cached and goes through SQLAlchemy as usual (`plan` returns None), and so does
+anything a plan does not cover (callable defaults, escaped bind names, non-positional
+paramstyles, many parameter sets with RETURNING). The cache keeps the statements it keys on,
+so an id is never reused while cached, and is bounded (least recently used out).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+from sqlalchemy import Dialect
+from sqlalchemy.engine import Result
+from sqlalchemy.engine.result import IteratorResult, SimpleResultMetaData
+from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.elements import BindParameter
+
+Params = Mapping[str, Any]
+_MISSING = object()
+
+
+class PreparedResult(IteratorResult[Any]):
+    """A buffered result with the driver's rowcount."""
+
+    def __init__(self, keys: Sequence[str], rows: list[Any], rowcount: int) -> None:
+        super().__init__(SimpleResultMetaData(keys), iter(rows))
+        self.rowcount = rowcount
+
+
+_NO_ROWS = PreparedResult((), [], 0)
+
+
+@dataclass(frozen=True)
+class _Arg:
+    key: str  # the caller's parameter key
+    index: int | None  # position inside an expanded IN list
+    default: Any  # used when the key is absent (_MISSING: required)
+    process: Callable[[Any], Any] | None
+
+
+class Plan:
+    """One statement in one parameter shape: SQL text, argument builder, result builder."""
+
+    def __init__(
+        self,
+        sql: str,
+        args: list[_Arg],
+        keys: Sequence[str] | None,
+        processors: list[Callable[[Any], Any] | None] | None,
+    ) -> None:
+        self.sql = sql
+        self._args = args
+        self.returns_rows = keys is not None
+        self._keys = tuple(keys or ())
+        self._processors = processors if processors and any(processors) else None
+
+    def args(self, params: Params | None) -> tuple[Any, ...]:
+        values = []
+        for arg in self._args:
+            value = (params or {}).get(arg.key, arg.default)
+            if value is _MISSING:
+                raise KeyError(f"a value is required for bind parameter {arg.key!r}")
+            if arg.index is not None:
+                value = value[arg.index]
+            values.append(arg.process(value) if arg.process else value)
+        return tuple(values)
+
+    def result(self, rows: Sequence[Sequence[Any]] | None, rowcount: int) -> Result[Any]:
+        if not self.returns_rows:
+            return PreparedResult((), [], rowcount) if rowcount else _NO_ROWS
+        processors = self._processors
+        if processors is None:
+            out = [tuple(row) for row in rows or ()]
+        else:
+            out = [
+                tuple(p(v) if p else v for p, v in zip(processors, row, strict=True))
+                for row in rows or ()
+            ]
+        return PreparedResult(self._keys, out, rowcount)
+
+
+class StatementPlans:
+    """Plans for one dialect, by statement and parameter shape (bounded, LRU)."""
+
+    def __init__(self, dialect: Dialect, *, size: int = 256) -> None:
+        self.dialect = dialect
+        self.size = size
+        self._plans: OrderedDict[tuple[Any, ...], Plan | None] = OrderedDict()
+        self._seen: OrderedDict[ClauseElement, None] = OrderedDict()
+
+    def plan(self, statement: Any, params: Params | Sequence[Params] | None) -> Plan | None:
+        """The plan for `statement` with these parameters, or None: run it through SQLAlchemy."""
+        if not isinstance(statement, ClauseElement):
+            return None
+        many = isinstance(params, Sequence)
+        sample = cast(Sequence[Params], params)[0] if many and params else params
+        if many and not params:
+            return None
+        sample = cast(Params | None, sample)
+        key = (statement, many, *_shape(sample))
+        found = self._plans.get(key, _MISSING)
+        if found is not _MISSING:
+            self._plans.move_to_end(key)
+            return cast(Plan | None, found)
+        if statement not in self._seen:  # first sighting: maybe a statement built per call
+            self._seen[statement] = None
+            if len(self._seen) > self.size:
+                self._seen.popitem(last=False)
+            return None
+        plan = _build(statement, self.dialect, sample, many)
+        self._plans[key] = plan
+        if len(self._plans) > self.size:
+            self._plans.popitem(last=False)
+        return plan
+
+
+def _shape(params: Params | None) -> tuple[Any, ...]:
+    """What the compiled SQL depends on: the keys given and the lengths of list values."""
+    if not params:
+        return ()
+    return tuple(
+        (k, len(v)) if isinstance(v, list | tuple) else k for k, v in sorted(params.items())
+    )
+
+
+def _build(statement: Any, dialect: Dialect, sample: Params | None, many: bool) -> Plan | None:
+    keys = sorted(sample) if sample else None
+    compiled = statement.compile(dialect=dialect, column_keys=keys, for_executemany=many)
+    if not isinstance(compiled, SQLCompiler) or not compiled.positional:
+        return None
+    if compiled.escaped_bind_names or compiled.literal_execute_params:
+        return None
+    returns_rows = bool(compiled._result_columns) or bool(getattr(compiled, "returning", None))
+    if many and returns_rows:
+        return None
+    by_name: dict[str, BindParameter[Any]] = {n: b for b, n in compiled.bind_names.items()}
+    prefetch = {c.key: c for c in (*compiled.insert_prefetch, *compiled.update_prefetch)}
+    if compiled.post_compile_params:
+        state = compiled.construct_expanded_state(dict(sample or {}))
+        sql, names, processors = state.statement, state.positiontup or [], state.processors
+        expanded = {
+            x: (o, i) for o, xs in state.parameter_expansion.items() for i, x in enumerate(xs)
+        }
+    else:
+        sql, names = compiled.string, compiled.positiontup or []
+        processors, expanded = compiled._bind_processors, {}
+    args = []
+    for name in names:
+        original, index = expanded.get(name, (name, None))
+        bind = by_name.get(original)
+        if bind is None or bind.callable is not None:
+            return None
+        default: Any = _MISSING if bind.required else bind.value
+        column = prefetch.get(bind.key)
+        if column is not None:
+            if column.default is None or not column.default.is_scalar:
+                return None  # a callable or SQL default: SQLAlchemy computes it
+            default = getattr(column.default, "arg", None)
+        process = processors.get(name)
+        if process is not None and not callable(process):
+            return None  # a tuple type's per-element processors
+        args.append(_Arg(bind.key, index, default, cast(Callable[[Any], Any] | None, process)))
+    if not returns_rows:
+        return Plan(sql, args, None, None)
+    columns = compiled._result_columns
+    result_keys = [entry[0] for entry in columns]
+    result_processors = [
+        cast(Callable[[Any], Any] | None, entry[3]._cached_result_processor(dialect, None))
+        for entry in columns
+    ]
+    return Plan(sql, args, result_keys, result_processors)

@@ -1,0 +1,82 @@
+"""The events the ledger publishes: the artifact's JSON payload is the event's proto3 JSON."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+from google.protobuf import json_format
+
+from p2e_ledger_gateway import events
+from p2e_ledger_gateway.money import Currency
+from p2e_ledger_gateway.records import Status, TransferRecord
+from p2engine.artifacts.v1 import artifacts_pb2
+from p2engine.ledger.v1 import events_pb2
+
+CURRENCY = Currency()
+BASE = TransferRecord(
+    id="tr_1",
+    request_id="req-1",
+    from_agent="agent_alpha",
+    to_agent="agent_beta",
+    amount=2500,
+    reason="for the report — merci",
+    status=Status.SETTLED,
+    failure_reason="",
+    failure_detail="",
+    initiated_by="agent:agent_alpha",
+    conversation_id="c1",
+    create_time=1_764_000_000_123_456,
+    settle_time=1_764_000_000_123_456,
+    from_balance_after=7500,
+)
+RECORDS = [
+    BASE,
+    replace(BASE, create_time=1_764_000_000_000_000, reason=""),
+    replace(BASE, create_time=1_764_000_000_120_000, from_balance_after=0),
+    replace(
+        BASE,
+        status=Status.FAILED,
+        failure_reason="INSUFFICIENT_FUNDS",
+        from_balance_after=None,
+        conversation_id="",
+    ),
+    replace(BASE, status=Status.PENDING_APPROVAL, from_balance_after=None, request_id=""),
+    replace(BASE, status=Status.REJECTED, from_balance_after=None, replayed=True),
+]
+EVENTS = [events.SETTLED, events.FAILED, events.PENDING, events.APPROVED, events.REJECTED]
+
+
+@pytest.mark.parametrize("record", RECORDS, ids=range(len(RECORDS)))
+@pytest.mark.parametrize("event", EVENTS)
+@pytest.mark.parametrize("by", ["", "operator:ops"])
+def test_event_json_is_the_messages_proto3_json(
+    record: TransferRecord, event: str, by: str
+) -> None:
+    message = events._event_message(event, record, CURRENCY, by)
+    expected = json_format.MessageToJson(message, indent=None)
+    built = events.event_json(event, record, CURRENCY, by)
+    assert json.loads(built) == json.loads(expected)
+    assert list(json.loads(built)["transfer"]) == list(json.loads(expected)["transfer"])
+    parsed = type(message)()
+    json_format.Parse(built, parsed)
+    assert parsed == message
+
+
+def test_outbox_rows_of_a_settled_transfer() -> None:
+    rows = events.outbox_rows(events.SETTLED, BASE, CURRENCY, BASE.create_time)
+    assert [(r["subject"], r["msg_id"]) for r in rows] == [
+        ("p2e.ledger.transfer_settled.agent_alpha", "tr_1:transfer_settled"),
+        ("p2e.ledger.transfer_settled.agent_beta", "tr_1:transfer_settled:agent_beta"),
+        ("p2e.artifacts.c1.transfer_settled", "tr_1:transfer_settled"),
+    ]
+    settled = events.decode(rows[0]["message_type"], rows[0]["body"])
+    assert isinstance(settled, events_pb2.TransferSettled)
+    assert settled.transfer.from_balance_after.amount == "75.00"
+    art = events.decode(rows[2]["message_type"], rows[2]["body"])
+    assert isinstance(art, artifacts_pb2.Artifact)
+    assert art.size_bytes == len(art.payload)
+    again = events_pb2.TransferSettled()
+    json_format.Parse(art.payload, again)
+    assert again == settled
