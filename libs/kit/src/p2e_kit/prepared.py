@@ -42,9 +42,6 @@ class PreparedResult(IteratorResult[Any]):
         self.rowcount = rowcount
 
 
-_NO_ROWS = PreparedResult((), [], 0)
-
-
 @dataclass(frozen=True)
 class _Arg:
     key: str  # the caller's parameter key
@@ -82,7 +79,7 @@ class Plan:
 
     def result(self, rows: Sequence[Sequence[Any]] | None, rowcount: int) -> Result[Any]:
         if not self.returns_rows:
-            return PreparedResult((), [], rowcount) if rowcount else _NO_ROWS
+            return PreparedResult((), [], rowcount)
         processors = self._processors
         if processors is None:
             out = [tuple(row) for row in rows or ()]
@@ -139,7 +136,7 @@ def _shape(params: Params | None) -> tuple[Any, ...]:
 
 
 def _build(statement: Any, dialect: Dialect, sample: Params | None, many: bool) -> Plan | None:
-    keys = sorted(sample) if sample else None
+    keys = sorted(sample) if sample else []
     compiled = statement.compile(dialect=dialect, column_keys=keys, for_executemany=many)
     if not isinstance(compiled, SQLCompiler) or not compiled.positional:
         return None
@@ -149,7 +146,9 @@ def _build(statement: Any, dialect: Dialect, sample: Params | None, many: bool) 
     if many and returns_rows:
         return None
     by_name: dict[str, BindParameter[Any]] = {n: b for b, n in compiled.bind_names.items()}
-    prefetch = {c.key: c for c in (*compiled.insert_prefetch, *compiled.update_prefetch)}
+    # Columns whose Python-side default (INSERT) or onupdate (UPDATE) SQLAlchemy would supply.
+    prefetch = {c.key: c.default for c in compiled.insert_prefetch}
+    prefetch |= {c.key: c.onupdate for c in compiled.update_prefetch}
     if compiled.post_compile_params:
         state = compiled.construct_expanded_state(dict(sample or {}))
         sql, names, processors = state.statement, state.positiontup or [], state.processors
@@ -166,11 +165,11 @@ def _build(statement: Any, dialect: Dialect, sample: Params | None, many: bool) 
         if bind is None or bind.callable is not None:
             return None
         default: Any = _MISSING if bind.required else bind.value
-        column = prefetch.get(bind.key)
-        if column is not None:
-            if column.default is None or not column.default.is_scalar:
+        if bind.key in prefetch:
+            generator = prefetch[bind.key]
+            if generator is None or not generator.is_scalar:
                 return None  # a callable or SQL default: SQLAlchemy computes it
-            default = getattr(column.default, "arg", None)
+            default = getattr(generator, "arg", None)
         process = processors.get(name)
         if process is not None and not callable(process):
             return None  # a tuple type's per-element processors

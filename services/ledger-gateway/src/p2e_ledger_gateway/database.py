@@ -11,9 +11,12 @@ Canton backend; or `:memory:`): the kit's engine begins every transaction with `
 IMMEDIATE`, reads included, so this process queues its own units of work on an asyncio lock
 instead of spinning in SQLite's busy handler.
 
-PostgreSQL: units of work run concurrently; a serialization failure, a deadlock or a unique
-violation from a concurrent twin (same request_id, same new wallet) rolls back and re-runs
-the whole unit a bounded number of times.
+PostgreSQL (asyncpg, `threads=True`): write units of work are committed in groups by one
+task on one pooled connection (pg_writer.py); reads run concurrently on the pool. Units that
+await the network (`threads=False`, Canton) run concurrently, each in its own transaction.
+Either way a serialization failure, a deadlock or a unique violation from a concurrent twin
+(same request_id, same new wallet — e.g. from another gateway process) rolls back and re-runs
+the unit a bounded number of times.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from p2e_kit.errors import DependencyUnavailable
+from p2e_ledger_gateway.pg_writer import PgWriter
 from p2e_ledger_gateway.sqlite_thread import SqliteThread, SqliteWriter
 
 log = logging.getLogger(__name__)
@@ -51,17 +55,22 @@ class Database:
         self._local_lock = asyncio.Lock()
         self._writer: SqliteWriter | None = None
         self._reader: SqliteThread | None = None
+        self._pg_writer: PgWriter | None = None
         if threads and self.is_sqlite and engine.url.database not in (None, "", ":memory:"):
             self._writer = SqliteWriter(engine.url, name="ledger-db-writer")
             self._reader = SqliteThread(engine.url, name="ledger-db-reader", immediate=False)
+        elif threads and engine.dialect.name == "postgresql" and engine.dialect.driver == "asyncpg":
+            self._pg_writer = PgWriter(engine)
 
     async def close(self) -> None:
         """Stop the SQLite threads (if any) and dispose of the engine."""
         if self._writer is not None:
             await self._writer.close()
+        if self._pg_writer is not None:
+            await self._pg_writer.close()
         if self._reader is not None:
             await self._reader.close()
-        self._writer = self._reader = None
+        self._writer = self._reader = self._pg_writer = None
         await self.engine.dispose()
 
     @property
@@ -88,6 +97,8 @@ class Database:
                 try:
                     if self._writer is not None:
                         return await self._writer.run(work)
+                    if self._pg_writer is not None:
+                        return await self._pg_writer.run(work)
                     async with self._turn(), self.engine.begin() as conn:
                         return await work(conn)
                 except DBAPIError as exc:
