@@ -51,11 +51,15 @@ from p2e_kit.db import create_engine, sqlite_url
 from p2e_kit.natsd import free_port, start_nats_server
 from p2e_kit.subprocess_service import ServiceProcess
 from p2e_ledger_gateway import audit
+from p2e_ledger_gateway.book import Book
 from p2e_ledger_gateway.database import Database
+from p2e_ledger_gateway.money import Currency
+from p2e_ledger_gateway.money_backend import SqlMoney
+from p2e_ledger_gateway.policy import Refusal
 from p2e_ledger_gateway.records import Status, TransferRecord
 from p2e_ledger_gateway.store import create_schema, now_us, outbox, transfers
 from p2e_ledger_gateway.store import wallets as wallets_table
-from p2e_ledger_gateway.transfers import lock_wallets, move
+from p2e_ledger_gateway.transfers import lock_wallets
 from p2engine.ledger.v1 import ledger_service_pb2 as pb
 from p2engine.ledger.v1 import ledger_service_pb2_grpc
 
@@ -226,8 +230,10 @@ async def raw_cells(database: str, url: str, seconds: float) -> list[Cell]:
             ]
             await conn.execute(insert(wallets_table), rows)
 
+        money = SqlMoney(db, Currency())
+
         async def transfer(payer: str, payee: str) -> None:
-            await db.write(lambda conn: transfer_sql(conn, payer, payee))
+            await db.write(lambda conn: transfer_sql(conn, money, payer, payee))
 
         rng = random.Random(3)
         ops = {
@@ -248,11 +254,12 @@ async def raw_cells(database: str, url: str, seconds: float) -> list[Cell]:
         await db.close()
 
 
-async def transfer_sql(conn: AsyncConnection, payer: str, payee: str) -> None:
-    """The ledger's own statements for a settled transfer: lock both wallets (agent order),
-    guarded debit and credit (`transfers.move`), the transfer row, its 3 outbox rows and one
-    audit-chain entry (`audit.append`); no idempotency lookup, policy or protobuf."""
-    await lock_wallets(conn, (payer, payee))
+async def transfer_sql(conn: AsyncConnection, money: SqlMoney, payer: str, payee: str) -> None:
+    """The ledger's own statements for one settled transfer: both wallets read (locked in
+    agent order on PostgreSQL), the move (`SqlMoney.move` + `write_moves`: the two wallets'
+    UPDATE), the transfer row, its 3 outbox rows and one audit-chain entry (`audit.append`);
+    no idempotency lookup, policy or protobuf, and one transfer per transaction."""
+    book = Book(await lock_wallets(conn, (payer, payee)))
     now = now_us()
     transfer_id = f"tr_{uuid.uuid4().hex}"
     record = TransferRecord(
@@ -270,7 +277,10 @@ async def transfer_sql(conn: AsyncConnection, payer: str, payee: str) -> None:
         create_time=now,
         settle_time=now,
     )
-    record = replace(record, from_balance_after=await move(conn, record))
+    moved = await money.move(conn, record, book)
+    assert not isinstance(moved, Refusal)
+    await money.write_moves(conn, book)
+    record = replace(record, from_balance_after=moved.balance_after)
     await conn.execute(insert(transfers), record.row())
     body = b"x" * 300  # about the size of a TransferSettled / Artifact message
     rows = [

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from p2e_kit.errors import NotFound
 from p2e_ledger_gateway import events
+from p2e_ledger_gateway.book import Book
 from p2e_ledger_gateway.money import Currency
 from p2e_ledger_gateway.policy import Refusal
 from p2e_ledger_gateway.records import Status, TransferRecord
@@ -48,13 +49,15 @@ async def approve(
     if record.replayed:
         return record
     ids = (record.from_agent, record.to_agent)
-    found = await money.wallets(conn, ids, await lock_wallets(conn, ids))
-    payer = require_wallet(found, record.from_agent)
+    book = Book(await money.wallets(conn, ids, await lock_wallets(conn, ids)))
+    payer = require_wallet(book.wallets, record.from_agent)
+    require_wallet(book.wallets, record.to_agent)
     if payer.frozen:
         raise precondition("WALLET_FROZEN", record, "the payer's wallet is frozen")
-    moved = await money.move(conn, record)
+    moved = await money.move(conn, record, book)
     if isinstance(moved, Refusal):
         raise precondition(moved.reason, record, moved.description)
+    await money.write_moves(conn, book)
     now = now_us()
     record = replace(
         record,

@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from p2e_kit.errors import FailedPrecondition, InvalidArgument, P2EError
 from p2e_ledger_gateway import queries
+from p2e_ledger_gateway.book import Book
 from p2e_ledger_gateway.canton.backend import CantonLedgerBackend
 from p2e_ledger_gateway.canton.contracts import DAML_SCALE, WalletContract
 from p2e_ledger_gateway.money import Currency
@@ -91,7 +92,18 @@ class CantonMoney:
         await register(conn, [a for a in agent_ids if a in on_ledger and a not in registered])
         return sorted(result.created_agent_ids)
 
-    async def move(self, conn: AsyncConnection, record: TransferRecord) -> Moved | Refusal:
+    async def move(
+        self, conn: AsyncConnection, record: TransferRecord, book: Book
+    ) -> Moved | Refusal:
+        moved = await self._submit(record)
+        if isinstance(moved, Moved):
+            book.move(record, moved.balance_after, now_us())
+        return moved
+
+    async def write_moves(self, conn: AsyncConnection, book: Book) -> None:
+        """Nothing: each move was a Canton transaction of its own."""
+
+    async def _submit(self, record: TransferRecord) -> Moved | Refusal:
         amount = self._decimal(record.amount)
         try:
             settled = await self.backend.transfer(
@@ -114,7 +126,7 @@ class CantonMoney:
     async def already_moved(self, conn: AsyncConnection, record: TransferRecord) -> Moved | None:
         if await self.backend.find_transfer(record.from_agent, record.request_id) is None:
             return None
-        moved = await self.move(conn, record)  # a replay: compares the parameters, moves nothing
+        moved = await self._submit(record)  # a replay: compares the parameters, moves nothing
         return moved if isinstance(moved, Moved) else None
 
     async def set_frozen(

@@ -8,15 +8,16 @@ money_backend.py); no grpc. Callers are `p2e_kit.channels.Caller`s
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from p2e_kit.errors import InvalidArgument, NotFound, PermissionDenied
+from p2e_kit.errors import InvalidArgument, NotFound, P2EError, PermissionDenied
 from p2e_ledger_gateway import approvals, audit, queries, transfers, wallets
 from p2e_ledger_gateway.audit import EVENT_TYPES, AuditEntry, Verification
+from p2e_ledger_gateway.batcher import TransferBatcher
 from p2e_ledger_gateway.database import Database
 from p2e_ledger_gateway.money import Currency
 from p2e_ledger_gateway.money_backend import MoneyBackend, SqlMoney
@@ -58,6 +59,7 @@ class Ledger:
         self.currency = options.currency
         self.money: MoneyBackend = money or SqlMoney(db, options.currency)
         self._on_outbox = on_outbox or (lambda: None)
+        self._batcher = TransferBatcher(self._write_transfers)
 
     # --- wallets -------------------------------------------------------------------------
 
@@ -125,15 +127,23 @@ class Ledger:
         _check_text(conversation_id, "p2e-conversation", MAX_ACTOR)
         request = replace(request, conversation_id=conversation_id)
         policy = self.options.policies.get(payer, NO_POLICY)
-        record = await self.db.write(
-            lambda conn: transfers.create(conn, self.money, request, policy, self.currency)
-        )
-        if not record.replayed:
-            self._on_outbox()
+        record = await self._batcher.submit((request, policy))
+        if isinstance(record, P2EError):
+            raise record
         error = transfers.outcome_error(record)
         if error is not None:
             raise error
         return record
+
+    async def _write_transfers(
+        self, items: Sequence[transfers.Item]
+    ) -> list[TransferRecord | P2EError]:
+        outcomes = await self.db.write(
+            lambda conn: transfers.create_many(conn, self.money, items, self.currency)
+        )
+        if any(isinstance(o, TransferRecord) and not o.replayed for o in outcomes):
+            self._on_outbox()
+        return outcomes
 
     def _transfer_request(
         self, caller: Caller, payer: str, to_agent: str, amount: str, reason: str, request_id: str

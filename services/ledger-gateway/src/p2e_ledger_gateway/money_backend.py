@@ -22,16 +22,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from sqlalchemy import insert, update
+from sqlalchemy import bindparam, insert, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from p2e_ledger_gateway import queries
+from p2e_ledger_gateway.book import Book
 from p2e_ledger_gateway.database import Database
 from p2e_ledger_gateway.money import Currency
 from p2e_ledger_gateway.policy import Refusal
 from p2e_ledger_gateway.records import TransferRecord, WalletRecord
 from p2e_ledger_gateway.store import now_us, wallets
-from p2e_ledger_gateway.transfers import insufficient, lock_wallets, move
+from p2e_ledger_gateway.transfers import insufficient, lock_wallets
 
 
 @dataclass(frozen=True)
@@ -74,8 +75,15 @@ class MoneyBackend(Protocol):
         """Create these wallets (none exists) holding `balance`; the ids created, sorted."""
         ...
 
-    async def move(self, conn: AsyncConnection, record: TransferRecord) -> Moved | Refusal:
-        """Debit the payer and credit the payee of `record`, or refuse (nothing moved)."""
+    async def move(
+        self, conn: AsyncConnection, record: TransferRecord, book: Book
+    ) -> Moved | Refusal:
+        """Debit the payer and credit the payee of `record`, or refuse (nothing moved); `book`
+        (the transaction's wallets, from `wallets`) is moved along."""
+        ...
+
+    async def write_moves(self, conn: AsyncConnection, book: Book) -> None:
+        """Store the wallets `book` changed, before the transaction commits."""
         ...
 
     async def already_moved(self, conn: AsyncConnection, record: TransferRecord) -> Moved | None:
@@ -95,6 +103,28 @@ class MoneyBackend(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+_SET_WALLET = (
+    update(wallets)
+    .where(wallets.c.agent_id == bindparam("wallet"))
+    .values(
+        balance=bindparam("new_balance"),
+        sent_count=bindparam("new_sent"),
+        received_count=bindparam("new_received"),
+        last_activity_time=bindparam("new_activity"),
+    )
+)
+
+
+def _wallet_row(wallet: WalletRecord) -> dict[str, object]:
+    return {
+        "wallet": wallet.agent_id,
+        "new_balance": wallet.balance,
+        "new_sent": wallet.sent_count,
+        "new_received": wallet.received_count,
+        "new_activity": wallet.last_activity_time,
+    }
 
 
 class SqlMoney:
@@ -141,12 +171,21 @@ class SqlMoney:
         await conn.execute(insert(wallets), rows)
         return created
 
-    async def move(self, conn: AsyncConnection, record: TransferRecord) -> Moved | Refusal:
-        balance_after = await move(conn, record)
-        if balance_after is None:  # the guard caught what the locked read did not: refuse
-            payer = (await lock_wallets(conn, [record.from_agent]))[record.from_agent]
+    async def move(
+        self, conn: AsyncConnection, record: TransferRecord, book: Book
+    ) -> Moved | Refusal:
+        # The book holds the wallets' rows, locked for this transaction (PostgreSQL) or read
+        # by the one writer (SQLite): it is the money state; CHECK (balance >= 0) guards it.
+        payer = book.wallets[record.from_agent]
+        if payer.balance < record.amount:
             return insufficient(payer.balance, record.amount, self.currency)
-        return Moved(balance_after)
+        book.move(record, payer.balance - record.amount, now_us())
+        return Moved(payer.balance - record.amount)
+
+    async def write_moves(self, conn: AsyncConnection, book: Book) -> None:
+        if book.changed:
+            rows = [_wallet_row(book.wallets[agent]) for agent in sorted(book.changed)]
+            await conn.execute(_SET_WALLET, rows)
 
     async def already_moved(self, conn: AsyncConnection, record: TransferRecord) -> Moved | None:
         return None  # the move and its record commit in one transaction: no gap

@@ -11,11 +11,11 @@ Operator decisions on pending transfers are in approvals.py.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import bindparam, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from p2e_kit.errors import (
@@ -27,6 +27,7 @@ from p2e_kit.errors import (
 )
 from p2e_kit.ids import new_id
 from p2e_ledger_gateway import audit, events
+from p2e_ledger_gateway.book import Book
 from p2e_ledger_gateway.money import Currency
 from p2e_ledger_gateway.policy import DAY_US, Policy, Refusal, Verdict, evaluate
 from p2e_ledger_gateway.records import Status, TransferRecord, WalletRecord
@@ -60,27 +61,17 @@ _WALLETS = (
     .order_by(wallets.c.agent_id)
 )
 _WALLETS_LOCKED = _WALLETS.with_for_update()
-_BY_REQUEST = select(transfers).where(
-    transfers.c.from_agent == bindparam("payer"), transfers.c.request_id == bindparam("rid")
+_BY_REQUESTS = select(transfers).where(
+    transfers.c.request_id.in_(bindparam("rids", expanding=True))
 )
-_DEBIT = (
-    update(wallets)
-    .where(wallets.c.agent_id == bindparam("payer"), wallets.c.balance >= bindparam("amt"))
-    .values(
-        balance=wallets.c.balance - bindparam("amt"),
-        sent_count=wallets.c.sent_count + 1,
-        last_activity_time=bindparam("now"),
+_SPENT = (
+    select(transfers.c.from_agent, func.sum(transfers.c.amount))
+    .where(
+        transfers.c.from_agent.in_(bindparam("ids", expanding=True)),
+        transfers.c.status == Status.SETTLED.value,
+        transfers.c.settle_time > bindparam("since"),
     )
-    .returning(wallets.c.balance)
-)
-_CREDIT = (
-    update(wallets)
-    .where(wallets.c.agent_id == bindparam("payee"))
-    .values(
-        balance=wallets.c.balance + bindparam("amt"),
-        received_count=wallets.c.received_count + 1,
-        last_activity_time=bindparam("now"),
-    )
+    .group_by(transfers.c.from_agent)
 )
 _INSERT_TRANSFER = insert(transfers)
 _INSERT_OUTBOX = insert(outbox)
@@ -93,12 +84,20 @@ async def lock_wallets(conn: AsyncConnection, agent_ids: Iterable[str]) -> dict[
     return {row["agent_id"]: WalletRecord.from_row(row) for row in rows}
 
 
-async def find_by_request(
-    conn: AsyncConnection, from_agent: str, request_id: str
-) -> TransferRecord | None:
-    params = {"payer": from_agent, "rid": request_id}
-    row = (await conn.execute(_BY_REQUEST, params)).mappings().first()
-    return TransferRecord.from_row(row) if row else None
+async def find_by_requests(
+    conn: AsyncConnection, keys: Iterable[tuple[str, str]]
+) -> dict[tuple[str, str], TransferRecord]:
+    """The transfers already recorded for these (payer, request_id) keys."""
+    wanted = set(keys)
+    if not wanted:
+        return {}
+    params = {"rids": sorted({rid for _, rid in wanted})}
+    found = {}
+    for row in (await conn.execute(_BY_REQUESTS, params)).mappings().all():
+        key = (row["from_agent"], row["request_id"])
+        if key in wanted:
+            found[key] = TransferRecord.from_row(row)
+    return found
 
 
 async def find(conn: AsyncConnection, transfer_id: str) -> TransferRecord | None:
@@ -107,13 +106,60 @@ async def find(conn: AsyncConnection, transfer_id: str) -> TransferRecord | None
     return TransferRecord.from_row(found) if found else None
 
 
-async def spent_last_day(conn: AsyncConnection, agent_id: str, now: int) -> int:
-    query = select(func.coalesce(func.sum(transfers.c.amount), 0)).where(
-        transfers.c.from_agent == agent_id,
-        transfers.c.status == Status.SETTLED.value,
-        transfers.c.settle_time > now - DAY_US,
-    )
-    return int((await conn.execute(query)).scalar_one())
+async def spent_last_day(
+    conn: AsyncConnection, agent_ids: Iterable[str], now: int
+) -> dict[str, int]:
+    """What each of these payers settled in the last 24 hours (0 for none)."""
+    ids = sorted(set(agent_ids))
+    if not ids:
+        return {}
+    rows = (await conn.execute(_SPENT, {"ids": ids, "since": now - DAY_US})).all()
+    return {agent: 0 for agent in ids} | {str(agent): int(total) for agent, total in rows}
+
+
+Item = tuple["TransferRequest", Policy]
+
+
+async def create_many(
+    conn: AsyncConnection, money: MoneyBackend, items: Sequence[Item], currency: Currency
+) -> list[TransferRecord | P2EError]:
+    """Record the outcome of each new request, or replay the one already recorded, in order.
+
+    The wallets involved are read (and locked, in agent order) once, the recorded requests
+    and the payers' last-day spending too; each request is then decided against the `Book`
+    the earlier ones left, and the outcomes are written together: the changed wallets, the
+    transfer rows, their outbox rows and audit entries. A request refused with an error
+    before anything is recorded (unknown wallet, request_id reused with other parameters)
+    gets that error in its place; the others are unaffected.
+    """
+    ids = sorted({a for request, _ in items for a in (request.from_agent, request.to_agent)})
+    book = Book(await money.wallets(conn, ids, await lock_wallets(conn, ids)))
+    recorded = await find_by_requests(conn, [(r.from_agent, r.request_id) for r, _ in items])
+    now = now_us()
+    spent = await spent_last_day(conn, [r.from_agent for r, p in items if p.daily_cap], now)
+    outcomes: list[TransferRecord | P2EError] = []
+    new: list[tuple[str, TransferRecord, str, dict[str, str]]] = []
+    for request, policy in items:
+        key = (request.from_agent, request.request_id)
+        try:
+            previous = recorded.get(key)
+            if previous is not None:
+                outcomes.append(_replay(previous, request, currency))
+                continue
+            record, event, payload = await _decide(
+                conn, money, book, spent, request, policy, currency, now
+            )
+        except P2EError as error:
+            outcomes.append(error)
+            continue
+        recorded[key] = record
+        outcomes.append(record)
+        new.append((event, record, record.initiated_by, payload))
+    await money.write_moves(conn, book)
+    if new:
+        await conn.execute(_INSERT_TRANSFER, [record.row() for _, record, _, _ in new])
+        await log_events(conn, new, currency)
+    return outcomes
 
 
 async def create(
@@ -123,40 +169,50 @@ async def create(
     policy: Policy,
     currency: Currency,
 ) -> TransferRecord:
-    """Record the outcome of a new request, or replay the one already recorded."""
-    ids = (request.from_agent, request.to_agent)
-    locked = await lock_wallets(conn, ids)
-    previous = await find_by_request(conn, request.from_agent, request.request_id)
-    if previous is not None:
-        return _replay(previous, request, currency)
-    found = await money.wallets(conn, ids, locked)
-    for agent in ids:
-        require_wallet(found, agent)
-    now = now_us()
-    verdict, refusal = await _judge(conn, found[request.from_agent], request, policy, currency, now)
+    """`create_many` of one request: its outcome, or its error raised."""
+    outcome = (await create_many(conn, money, [(request, policy)], currency))[0]
+    if isinstance(outcome, P2EError):
+        raise outcome
+    return outcome
+
+
+async def _decide(
+    conn: AsyncConnection,
+    money: MoneyBackend,
+    book: Book,
+    spent: dict[str, int],
+    request: TransferRequest,
+    policy: Policy,
+    currency: Currency,
+    now: int,
+) -> tuple[TransferRecord, str, dict[str, str]]:
+    """The outcome of a new request (settled, failed or pending), its event and payload."""
+    payer = require_wallet(book.wallets, request.from_agent)
+    require_wallet(book.wallets, request.to_agent)
+    verdict, refusal = _judge(payer, request, policy, currency, spent.get(payer.agent_id, 0))
     record = _new(request, now)
     if refusal is not None or verdict is Verdict.NEEDS_APPROVAL:
         # A move the backend made for this request but the gateway never recorded is the outcome.
         earlier = await money.already_moved(conn, record)
         if earlier is not None:
-            return await _record_settled(conn, record, earlier, currency)
+            return _settled(record, earlier, currency)
     if refusal is not None:
-        return await _record_refusal(conn, record, refusal, currency)
+        return _refused(record, refusal, currency)
     if verdict is Verdict.NEEDS_APPROVAL:
-        return await _record_pending(conn, record, currency)
-    return await _settle_new(conn, money, record, currency)
+        record = replace(record, status=Status.PENDING_APPROVAL)
+        return record, events.PENDING, event_payload(record, currency)
+    moved = await money.move(conn, record, book)
+    if isinstance(moved, Refusal):
+        return _refused(record, moved, currency)
+    if payer.agent_id in spent:
+        spent[payer.agent_id] += record.amount
+    return _settled(record, moved, currency)
 
 
-async def _judge(
-    conn: AsyncConnection,
-    payer: WalletRecord,
-    request: TransferRequest,
-    policy: Policy,
-    currency: Currency,
-    now: int,
+def _judge(
+    payer: WalletRecord, request: TransferRequest, policy: Policy, currency: Currency, spent: int
 ) -> tuple[Verdict, Refusal | None]:
     """The payer's policy, then its funds."""
-    spent = await spent_last_day(conn, payer.agent_id, now) if policy.daily_cap else 0
     verdict, refusal = evaluate(
         policy,
         frozen=payer.frozen,
@@ -220,73 +276,34 @@ def insufficient(balance: int, amount: int, currency: Currency) -> Refusal:
     )
 
 
-async def _record_refusal(
-    conn: AsyncConnection, record: TransferRecord, refusal: Refusal, currency: Currency
-) -> TransferRecord:
+def _refused(
+    record: TransferRecord, refusal: Refusal, currency: Currency
+) -> tuple[TransferRecord, str, dict[str, str]]:
     record = replace(
         record,
         status=Status.FAILED,
         failure_reason=refusal.reason,
         failure_detail=refusal.description,
     )
-    await conn.execute(_INSERT_TRANSFER, record.row())
     payload = event_payload(record, currency) | {"failure_reason": refusal.reason}
-    await log_event(conn, events.FAILED, record, record.initiated_by, payload, currency)
-    return record
+    return record, events.FAILED, payload
 
 
-async def _record_pending(
-    conn: AsyncConnection, record: TransferRecord, currency: Currency
-) -> TransferRecord:
-    record = replace(record, status=Status.PENDING_APPROVAL)
-    await conn.execute(_INSERT_TRANSFER, record.row())
-    await log_event(
-        conn, events.PENDING, record, record.initiated_by, event_payload(record, currency), currency
-    )
-    return record
-
-
-async def _settle_new(
-    conn: AsyncConnection, money: MoneyBackend, record: TransferRecord, currency: Currency
-) -> TransferRecord:
-    moved = await money.move(conn, record)
-    if isinstance(moved, Refusal):
-        return await _record_refusal(conn, record, moved, currency)
-    return await _record_settled(conn, record, moved, currency)
-
-
-async def _record_settled(
-    conn: AsyncConnection, record: TransferRecord, moved: Moved, currency: Currency
-) -> TransferRecord:
+def _settled(
+    record: TransferRecord, moved: Moved, currency: Currency
+) -> tuple[TransferRecord, str, dict[str, str]]:
     record = replace(
         record,
         status=Status.SETTLED,
         settle_time=record.create_time,
         from_balance_after=moved.balance_after,
     )
-    await conn.execute(_INSERT_TRANSFER, record.row())
     payload = (
         event_payload(record, currency)
         | {"from_balance_after": currency.format(moved.balance_after)}
         | moved.evidence
     )
-    await log_event(conn, events.SETTLED, record, record.initiated_by, payload, currency)
-    return record
-
-
-async def move(conn: AsyncConnection, record: TransferRecord) -> int | None:
-    """Debit the payer (only if the balance covers it) and credit the payee.
-
-    Returns the payer's balance after, or None (nothing changed) when funds are short.
-    """
-    params = {"payer": record.from_agent, "payee": record.to_agent, "amt": record.amount}
-    params["now"] = now_us()
-    balance_after = (await conn.execute(_DEBIT, params)).scalar_one_or_none()
-    if balance_after is None:
-        return None
-    if (await conn.execute(_CREDIT, params)).rowcount != 1:
-        raise NotFound(f"no wallet for agent {record.to_agent!r}", reason="WALLET_NOT_FOUND")
-    return int(balance_after)
+    return record, events.SETTLED, payload
 
 
 def event_payload(record: TransferRecord, currency: Currency) -> dict[str, str]:
@@ -313,25 +330,40 @@ async def log_event(
     extra: list[str] | None = None,
 ) -> None:
     """The audit entry and the outbox rows of `event` (plus `extra` events' outbox rows)."""
-    now, names = now_us(), [event, *(extra or [])]
-    rows = []
-    for name in names:
-        rows += events.outbox_rows(name, record, currency, now, by=actor)
+    await log_events(conn, [(event, record, actor, payload)], currency, extra=extra)
+
+
+async def log_events(
+    conn: AsyncConnection,
+    logged: Sequence[tuple[str, TransferRecord, str, dict[str, str]]],
+    currency: Currency,
+    *,
+    extra: list[str] | None = None,
+) -> None:
+    """For each (event, record, actor, payload) in order: its audit entry and its outbox rows
+    (plus those of the `extra` events), all written with two statements."""
+    now = now_us()
+    rows: list[dict[str, Any]] = []
+    entries: list[dict[str, Any]] = []
+    for event, record, actor, payload in logged:
+        names = [event, *(extra or [])]
+        for name in names:
+            rows += events.outbox_rows(name, record, currency, now, by=actor)
+        entries += [
+            {
+                "event_type": name,
+                "actor": actor,
+                "agent_id": record.from_agent,
+                "transfer_id": record.id,
+                "payload": payload,
+            }
+            for name in names
+        ]
     group = group_of(conn)
     if group is None:
         await conn.execute(_INSERT_OUTBOX, rows)
     else:  # with the group's other outbox rows, in order, before its COMMIT
         group.insert_later(_INSERT_OUTBOX, rows)
-    entries = [
-        {
-            "event_type": name,
-            "actor": actor,
-            "agent_id": record.from_agent,
-            "transfer_id": record.id,
-            "payload": payload,
-        }
-        for name in names
-    ]
     await audit.append(conn, entries)
 
 
