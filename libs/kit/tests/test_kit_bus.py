@@ -73,3 +73,23 @@ def test_subject_tokens_are_safe():
     assert artifact_subject("conv_1", "tool_call") == "p2e.artifacts.conv_1.tool_call"
     assert ledger_subject("transfer_settled", "a.b *>c") == "p2e.ledger.transfer_settled.a_b___c"
     assert artifact_subject("", "x") == "p2e.artifacts._.x"
+
+
+async def test_publish_batch_acks_each_message_in_order(bus):
+    from nats.js.errors import NoStreamResponseError
+
+    await bus.ensure_streams()
+    body = events_pb2.ToolExecutionRequested(call_id="b1").SerializeToString()
+    kind = "p2engine.tools.v1.ToolExecutionRequested"
+    batch = [(tool_exec_subject("get_weather"), body, kind, f"batch-{n}") for n in range(50)]
+    batch.insert(10, ("p2e.nowhere.at.all", body, kind, "lost"))  # no stream has it
+    batch.append((tool_exec_subject("get_weather"), body, kind, "batch-3"))  # a repeat
+    outcomes = await bus.publish_batch(batch)
+    assert isinstance(outcomes[10], NoStreamResponseError)
+    acks = [o for n, o in enumerate(outcomes) if n != 10]
+    assert not any(isinstance(a, BaseException) for a in acks)
+    assert [a.seq for a in acks[:50]] == sorted(a.seq for a in acks[:50])  # stored in order
+    assert acks[-1].duplicate and not any(a.duplicate for a in acks[:50])
+    assert await bus.publish_batch([]) == []
+    single = await bus.publish_bytes(tool_exec_subject("get_weather"), body, kind, "one")
+    assert single.seq == acks[49].seq + 1

@@ -162,10 +162,8 @@ class OutboxPublisher:
         assert self.bus is not None
         bus = self.bus
         rows = await self.db.read(self._pending)
-        sends = [
-            bus.publish_bytes(row.subject, row.body, row.message_type, row.msg_id) for row in rows
-        ]
-        outcomes = await asyncio.gather(*sends, return_exceptions=True)
+        batch = [(row.subject, row.body, row.message_type, row.msg_id) for row in rows]
+        outcomes = await bus.publish_batch(batch) if batch else []
         failures = [n for n, outcome in enumerate(outcomes) if isinstance(outcome, BaseException)]
         acked = [row.id for row in rows[: failures[0] if failures else len(rows)]]
         if failures:

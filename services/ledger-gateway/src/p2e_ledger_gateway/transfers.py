@@ -193,18 +193,19 @@ async def _decide(
     record = _new(request, now)
     if refusal is not None or verdict is Verdict.NEEDS_APPROVAL:
         # A move the backend made for this request but the gateway never recorded is the outcome.
-        earlier = await money.already_moved(conn, record)
-        if earlier is not None:
-            return _settled(record, earlier, currency)
-    if refusal is not None:
-        return _refused(record, refusal, currency)
-    if verdict is Verdict.NEEDS_APPROVAL:
-        record = replace(record, status=Status.PENDING_APPROVAL)
-        return record, events.PENDING, event_payload(record, currency)
-    moved = await money.move(conn, record, book)
-    if isinstance(moved, Refusal):
-        return _refused(record, moved, currency)
-    if payer.agent_id in spent:
+        moved: Moved | Refusal | None = await money.already_moved(conn, record)
+    else:
+        moved = None
+    if moved is None:
+        if refusal is not None:
+            return _refused(record, refusal, currency)
+        if verdict is Verdict.NEEDS_APPROVAL:
+            record = replace(record, status=Status.PENDING_APPROVAL)
+            return record, events.PENDING, event_payload(record, currency)
+        moved = await money.move(conn, record, book)
+        if isinstance(moved, Refusal):
+            return _refused(record, moved, currency)
+    if payer.agent_id in spent:  # the later requests of this batch see it in the daily cap
         spent[payer.agent_id] += record.amount
     return _settled(record, moved, currency)
 

@@ -27,6 +27,18 @@ class FlakyBus:
         self.failures = failures
         self.sent: list[tuple[str, str, Message]] = []
 
+    async def publish_batch(
+        self, messages: list[tuple[str, bytes, str, str]]
+    ) -> list[object | BaseException]:
+        outcomes: list[object | BaseException] = []
+        for subject, body, message_type, msg_id in messages:
+            try:
+                await self.publish_bytes(subject, body, message_type, msg_id)
+                outcomes.append(object())
+            except Exception as exc:
+                outcomes.append(exc)
+        return outcomes
+
     async def publish_bytes(
         self, subject: str, body: bytes, message_type: str, msg_id: str
     ) -> None:
