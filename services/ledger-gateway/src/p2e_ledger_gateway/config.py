@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from pydantic_settings import SettingsConfigDict
 
@@ -22,6 +22,9 @@ class Settings(ServiceSettings):
     port: int = DEFAULT_PORTS["ledger"]
     # Publish the outbox to NATS JetStream; off, events wait in the outbox.
     publish_events: bool = True
+    # Where the outbox publisher runs: "process" (a child process, see relay.py) or "inline"
+    # (on the gateway's event loop; always so for an in-memory database).
+    outbox_relay: Literal["process", "inline"] = "process"
     # The publisher wakes at least this often even without a local commit (other processes).
     outbox_poll_seconds: float = 1.0
     # Rows published per batch.

@@ -74,6 +74,11 @@ class Database:
         await self.engine.dispose()
 
     @property
+    def in_memory(self) -> bool:
+        """A database no other process can open (SQLite `:memory:`)."""
+        return self.is_sqlite and self.engine.url.database in (None, "", ":memory:")
+
+    @property
     def endpoint(self) -> str:
         """The database URL without its password."""
         url = self.engine.url

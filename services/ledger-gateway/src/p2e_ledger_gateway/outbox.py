@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any, Protocol, cast
 from urllib.parse import urlparse
 
 from sqlalchemy import Row, delete, select, update
@@ -53,8 +53,10 @@ class OutboxPublisher:
         retry_min_seconds: float = 0.2,
         retry_max_seconds: float = 10.0,
         retention_hours: float = 24.0,
+        marks: OutboxMarks | None = None,
     ) -> None:
         self.db = db
+        self.marks: OutboxMarks = marks or DatabaseMarks(db)
         self.nats_url = nats_url
         self.batch_size = batch_size
         self.poll_seconds = poll_seconds
@@ -69,6 +71,9 @@ class OutboxPublisher:
         self.published = 0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        # Rows up to this id went out in this run: the next batches read after it (the marks
+        # may still be on their way); every poll reads from the start again (stragglers).
+        self._after: int | None = None
 
     def notify(self) -> None:
         """A write committed new rows: publish them now rather than at the next poll."""
@@ -105,10 +110,12 @@ class OutboxPublisher:
                     log.info("outbox: publishing again")
                     self._failing_since = None
                 delay = self.retry_min
-                with contextlib.suppress(TimeoutError):
+                try:
                     async with asyncio.timeout(self.poll_seconds):
                         await self._wake.wait()
                         await asyncio.sleep(self.linger_seconds)  # let more commits join
+                except TimeoutError:
+                    self._after = None  # a poll: read every pending row again
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # any failure: keep the rows, back off, try again
@@ -122,6 +129,7 @@ class OutboxPublisher:
         if self._failing_since is None or now - self._last_warning >= WARN_EVERY_US:
             self._failing_since = self._failing_since or now
             self._last_warning = now
+            self._after = None
             log.warning("outbox: cannot publish yet (%s); retrying with backoff", exc)
         else:
             log.debug("outbox: still failing (%s); retrying in %.1fs", exc, delay)
@@ -132,9 +140,7 @@ class OutboxPublisher:
         if now - self._last_prune < PRUNE_EVERY_US:
             return
         self._last_prune = now
-        cutoff = now - int(self.retention_hours * 3600 * 1_000_000)
-        query = delete(outbox).where(outbox.c.published_time < cutoff)
-        await self.db.write(lambda conn: conn.execute(query))
+        await self.marks.prune(now - int(self.retention_hours * 3600 * 1_000_000))
 
     async def _connect(self) -> Bus:
         # Look first: a refused TCP connect is cheap, and nats-py logs every failed attempt.
@@ -166,13 +172,14 @@ class OutboxPublisher:
         outcomes = await bus.publish_batch(batch) if batch else []
         failures = [n for n, outcome in enumerate(outcomes) if isinstance(outcome, BaseException)]
         acked = [row.id for row in rows[: failures[0] if failures else len(rows)]]
+        if acked:
+            self._after = acked[-1]
         if failures:
             failed, exc = rows[failures[0]].id, cast(BaseException, outcomes[failures[0]])
-            error = f"{type(exc).__name__}: {exc}"
-            await self.db.write(lambda conn: _mark(conn, acked, failed, error))
+            await self.marks.mark(acked, failed, f"{type(exc).__name__}: {exc}")
             raise exc
         if acked:
-            await self.db.write(lambda conn: _mark(conn, acked, None, ""))
+            await self.marks.mark(acked, None, "")
         self.published += len(acked)
         return len(rows) == self.batch_size
 
@@ -181,11 +188,37 @@ class OutboxPublisher:
             select(
                 outbox.c.id, outbox.c.subject, outbox.c.msg_id, outbox.c.message_type, outbox.c.body
             )
-            .where(outbox.c.published_time.is_(None))
+            .where(outbox.c.published_time.is_(None), outbox.c.id > (self._after or 0))
             .order_by(outbox.c.id)
             .limit(self.batch_size)
         )
         return (await conn.execute(query)).all()
+
+
+class OutboxMarks(Protocol):
+    """Where the publisher records what went out (the outbox's only writes)."""
+
+    async def mark(self, acked: list[int], failed: int | None, error: str) -> None:
+        """Rows `acked` are published; row `failed` (if any) was tried once more, with `error`."""
+        ...
+
+    async def prune(self, cutoff: int) -> None:
+        """Delete the rows published before `cutoff` (microseconds)."""
+        ...
+
+
+class DatabaseMarks:
+    """The marks written to the ledger's database, each in a write transaction of its own."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def mark(self, acked: list[int], failed: int | None, error: str) -> None:
+        await self.db.write(lambda conn: _mark(conn, acked, failed, error))
+
+    async def prune(self, cutoff: int) -> None:
+        query = delete(outbox).where(outbox.c.published_time < cutoff)
+        await self.db.write(lambda conn: conn.execute(query))
 
 
 async def _mark(conn: AsyncConnection, acked: list[int], failed: int | None, error: str) -> None:

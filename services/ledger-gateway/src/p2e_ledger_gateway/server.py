@@ -21,6 +21,7 @@ from p2e_kit.db import create_engine
 from p2e_kit.grpc_server import Registration
 from p2e_kit.service import serve
 from p2e_kit.settings import ServiceSettings
+from p2e_ledger_gateway import relay
 from p2e_ledger_gateway.api import LedgerApi
 from p2e_ledger_gateway.canton import CantonLedgerBackend, CantonSettings
 from p2e_ledger_gateway.canton_money import CantonMoney, check_currency
@@ -31,6 +32,7 @@ from p2e_ledger_gateway.money import Currency
 from p2e_ledger_gateway.money_backend import MoneyBackend, SqlMoney
 from p2e_ledger_gateway.outbox import OutboxPublisher
 from p2e_ledger_gateway.policy import load_policies
+from p2e_ledger_gateway.relay import RelayProcess
 from p2e_ledger_gateway.store import create_schema
 from p2engine.ledger.v1 import ledger_service_pb2_grpc
 
@@ -45,7 +47,7 @@ class LedgerApp:
 
     db: Database
     ledger: Ledger
-    publisher: OutboxPublisher | None
+    publisher: OutboxPublisher | RelayProcess | None
     registrations: list[Registration]
     closed: bool = False
 
@@ -128,18 +130,12 @@ async def build_app(
             await money.aclose()
         await db.close()
         raise
-    publisher = None
+    publisher: OutboxPublisher | RelayProcess | None = None
     if settings.publish_events:
-        publisher = OutboxPublisher(
-            db,
-            settings.nats_url,
-            batch_size=settings.outbox_batch_size,
-            poll_seconds=settings.outbox_poll_seconds,
-            linger_seconds=settings.outbox_linger_seconds,
-            retry_min_seconds=settings.outbox_retry_min_seconds,
-            retry_max_seconds=settings.outbox_retry_max_seconds,
-            retention_hours=settings.outbox_retention_hours,
-        )
+        if settings.outbox_relay == "process" and not db.in_memory:
+            publisher = RelayProcess(db, settings)
+        else:
+            publisher = relay.publisher(db, settings)
         publisher.start()
     ledger = Ledger(db, options, money=money, on_outbox=publisher.notify if publisher else None)
     servicer = LedgerApi(ledger)
