@@ -153,6 +153,12 @@ def test_expanding_in_plans_by_length(conn: Connection) -> None:
         )
     assert len({id(p) for p in found}) == 3
     assert plans.plan(BY_IDS, {"ids": [7, 8]}) is found[1]
+    # Lengths share a plan per power of two: 3 and 4 ids, the shorter list padded.
+    assert plans.plan(BY_IDS, {"ids": [1, 2, 3, 4]}) is found[2]
+    assert sorted(run(conn, found[2], {"ids": [1, 2, 3, 4]}).scalars()) == [1, 2, 3]
+    five = plans.plan(BY_IDS, {"ids": [1, 2, 3, 4, 5]})
+    assert five is not None and five is not found[2]
+    assert sorted(run(conn, five, {"ids": [1, 2, 3, 4, 5]}).scalars()) == [1, 2, 3]
 
 
 def test_update_returning_with_guard(conn: Connection) -> None:

@@ -72,8 +72,8 @@ class Plan:
             value = (params or {}).get(arg.key, arg.default)
             if value is _MISSING:
                 raise KeyError(f"a value is required for bind parameter {arg.key!r}")
-            if arg.index is not None:
-                value = value[arg.index]
+            if arg.index is not None:  # a list padded to its bucket with its last value
+                value = value[min(arg.index, len(value) - 1)]
             values.append(arg.process(value) if arg.process else value)
         return tuple(values)
 
@@ -127,12 +127,28 @@ class StatementPlans:
 
 
 def _shape(params: Params | None) -> tuple[Any, ...]:
-    """What the compiled SQL depends on: the keys given and the lengths of list values."""
+    """What the compiled SQL depends on: the keys given and the lengths of list values,
+    rounded up to a power of two (the list is padded by repeating its last value, which an
+    IN list does not mind), so a statement has a handful of plans, not one per length."""
     if not params:
         return ()
     return tuple(
-        (k, len(v)) if isinstance(v, list | tuple) else k for k, v in sorted(params.items())
+        (k, _bucket(len(v))) if isinstance(v, list | tuple) else k
+        for k, v in sorted(params.items())
     )
+
+
+def _bucket(length: int) -> int:
+    return 1 << (length - 1).bit_length() if length > 1 else length
+
+
+def _padded(params: Params | None) -> dict[str, Any]:
+    """`params` with each list value padded to its bucket's length (see `_shape`)."""
+    out = dict(params or {})
+    for key, value in out.items():
+        if isinstance(value, list | tuple) and value:
+            out[key] = [*value, *[value[-1]] * (_bucket(len(value)) - len(value))]
+    return out
 
 
 def _build(statement: Any, dialect: Dialect, sample: Params | None, many: bool) -> Plan | None:
@@ -150,7 +166,7 @@ def _build(statement: Any, dialect: Dialect, sample: Params | None, many: bool) 
     prefetch = {c.key: c.default for c in compiled.insert_prefetch}
     prefetch |= {c.key: c.onupdate for c in compiled.update_prefetch}
     if compiled.post_compile_params:
-        state = compiled.construct_expanded_state(dict(sample or {}))
+        state = compiled.construct_expanded_state(_padded(sample))
         sql, names, processors = state.statement, state.positiontup or [], state.processors
         expanded = {
             x: (o, i) for o, xs in state.parameter_expansion.items() for i, x in enumerate(xs)

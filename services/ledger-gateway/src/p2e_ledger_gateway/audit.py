@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from p2e_ledger_gateway.sqlite_thread import group_of
@@ -146,8 +146,8 @@ async def append(
     return AuditEntry(**rows[-1])
 
 
-def _write_head(connection: Connection, head_row: tuple[int, str]) -> None:
-    connection.execute(_HEAD_UPDATE, {"seq": head_row[0], "last": head_row[1]})
+async def _write_head(conn: AsyncConnection, head_row: tuple[int, str]) -> None:
+    await conn.execute(_HEAD_UPDATE, {"seq": head_row[0], "last": head_row[1]})
 
 
 async def head(conn: AsyncConnection) -> tuple[int, str]:

@@ -235,7 +235,7 @@ async def _attempt(engine: AsyncEngine, plans: StatementPlans, group: list[_Unit
             if all(unit.error is not None for unit in group):
                 await transaction.rollback()
                 return []
-            await conn.run_sync(state.flush)
+            await state.flush(cast(AsyncConnection, view))
         except BaseException:
             if transaction.is_active:
                 await transaction.rollback()

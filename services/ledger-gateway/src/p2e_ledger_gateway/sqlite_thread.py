@@ -46,25 +46,27 @@ T = TypeVar("T")
 MAX_GROUP = 64  # units of work committed together at most
 
 
+BeforeCommit = Callable[[AsyncConnection, Any], Awaitable[None]]
+
+
 class GroupState:
     """What the units of one group share until its COMMIT: `values` by key, and for a key
-    `before_commit[key](connection, values[key])`, run once just before the COMMIT."""
+    `before_commit[key](connection, values[key])`, run once just before the COMMIT (on the
+    group's connection, as the units' statements are)."""
 
     def __init__(self) -> None:
         self.values: dict[str, Any] = {}
-        self.before_commit: dict[str, Callable[[Connection, Any], None]] = {}
+        self.before_commit: dict[str, BeforeCommit] = {}
 
-    def snapshot(self) -> tuple[dict[str, Any], dict[str, Callable[[Connection, Any], None]]]:
+    def snapshot(self) -> tuple[dict[str, Any], dict[str, BeforeCommit]]:
         return dict(self.values), dict(self.before_commit)
 
-    def restore(
-        self, saved: tuple[dict[str, Any], dict[str, Callable[[Connection, Any], None]]]
-    ) -> None:
+    def restore(self, saved: tuple[dict[str, Any], dict[str, BeforeCommit]]) -> None:
         self.values, self.before_commit = dict(saved[0]), dict(saved[1])
 
-    def flush(self, connection: Connection) -> None:
+    async def flush(self, conn: AsyncConnection) -> None:
         for key, write in self.before_commit.items():
-            write(connection, self.values[key])
+            await write(conn, self.values[key])
 
     def insert_later(self, statement: Executable, rows: list[dict[str, Any]]) -> None:
         """INSERT `rows` with the group's other rows of `statement` (one executemany) just
@@ -72,8 +74,8 @@ class GroupState:
         key = f"insert:{id(statement)}"
         self.values[key] = self.values.get(key, ()) + tuple(rows)
 
-        def insert(connection: Connection, all_rows: tuple[dict[str, Any], ...]) -> None:
-            connection.execute(statement, list(all_rows))
+        async def insert(conn: AsyncConnection, all_rows: tuple[dict[str, Any], ...]) -> None:
+            await conn.execute(statement, list(all_rows))
 
         self.before_commit[key] = insert
 
@@ -327,7 +329,7 @@ class SqliteWriter:
                 if len(group) == 1 and group[0].error is not None:
                     transaction.rollback()
                     return
-                state.flush(connection)
+                drive(state.flush(cast(AsyncConnection, DirectConnection(connection, self._plans))))
             except BaseException:
                 transaction.rollback()
                 raise

@@ -61,8 +61,10 @@ _WALLETS = (
     .order_by(wallets.c.agent_id)
 )
 _WALLETS_LOCKED = _WALLETS.with_for_update()
+# Both columns of the unique (from_agent, request_id) index: an index lookup per pair.
 _BY_REQUESTS = select(transfers).where(
-    transfers.c.request_id.in_(bindparam("rids", expanding=True))
+    transfers.c.from_agent.in_(bindparam("payers", expanding=True)),
+    transfers.c.request_id.in_(bindparam("rids", expanding=True)),
 )
 _SPENT = (
     select(transfers.c.from_agent, func.sum(transfers.c.amount))
@@ -91,7 +93,10 @@ async def find_by_requests(
     wanted = set(keys)
     if not wanted:
         return {}
-    params = {"rids": sorted({rid for _, rid in wanted})}
+    params = {
+        "payers": sorted({payer for payer, _ in wanted}),
+        "rids": sorted({rid for _, rid in wanted}),
+    }
     found = {}
     for row in (await conn.execute(_BY_REQUESTS, params)).mappings().all():
         key = (row["from_agent"], row["request_id"])
