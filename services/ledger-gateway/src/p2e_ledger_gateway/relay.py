@@ -33,6 +33,8 @@ from p2e_ledger_gateway.outbox import DatabaseMarks, OutboxPublisher
 log = logging.getLogger(__name__)
 
 RESTART_DELAY_SECONDS = 1.0
+REPORT_IDS = 1000  # row ids per report line
+REPORT_LIMIT = 1 << 20  # bytes per report line the gateway reads
 STOP_TIMEOUT_SECONDS = 3.0
 
 
@@ -101,6 +103,7 @@ class RelayProcess:
                     stdin=asyncio.subprocess.PIPE,
                     stdout=asyncio.subprocess.PIPE,
                     env=self._child_env(),
+                    limit=REPORT_LIMIT,
                 )
                 await self._apply_reports(self._process)
                 code = await self._process.wait()
@@ -151,7 +154,11 @@ class PipeMarks:
         self.out = out or sys.stdout
 
     async def mark(self, acked: list[int], failed: int | None, error: str) -> None:
-        self._send({"acked": acked, "failed": failed, "error": error})
+        # Lines of at most REPORT_IDS ids (the gateway reads lines up to REPORT_LIMIT bytes).
+        for start in range(0, max(len(acked), 1), REPORT_IDS):
+            chunk = acked[start : start + REPORT_IDS]
+            last = start + REPORT_IDS >= len(acked)
+            self._send({"acked": chunk, "failed": failed if last else None, "error": error})
 
     async def prune(self, cutoff: int) -> None:
         self._send({"prune": cutoff})
