@@ -247,8 +247,13 @@ async def _attempt(engine: AsyncEngine, plans: StatementPlans, group: list[_Unit
 async def _begin_on_driver(conn: AsyncConnection) -> None:
     """Make SQLAlchemy's asyncpg adapter send its BEGIN now: it begins lazily, at the first
     statement it runs itself, and the statements sent straight to asyncpg must not run
-    outside the transaction."""
-    await conn.exec_driver_sql("SET LOCAL lock_timeout = '10s'")
+    outside the transaction. The settings: lock waits are bounded, and every statement is
+    planned for its parameters (a prepared statement's generic plan, made while a table was
+    small, kept scanning it as it grew: the batch's request-id lookup took 4-5 ms)."""
+    await conn.exec_driver_sql(
+        "SELECT set_config('lock_timeout', '10s', true),"
+        " set_config('plan_cache_mode', 'force_custom_plan', true)"
+    )
 
 
 async def _driver_sql(conn: AsyncConnection, driver: Any, sql: str) -> None:

@@ -13,6 +13,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     Column,
+    Connection,
     ForeignKey,
     Index,
     Integer,
@@ -93,6 +94,8 @@ Index("ix_ledger_transfers_to", transfers.c.to_agent, transfers.c.seq)
 Index(
     "ix_ledger_transfers_spent", transfers.c.from_agent, transfers.c.status, transfers.c.settle_time
 )
+# Idempotency lookups of a batch: request ids of many payers at once.
+Index("ix_ledger_transfers_request", transfers.c.request_id)
 
 # Append-only, hash-chained (see audit.py). Never updated, never deleted.
 audit_events = Table(
@@ -142,10 +145,18 @@ def now_us() -> int:
     return time.time_ns() // 1000
 
 
+def _create_tables_and_indexes(connection: Connection) -> None:
+    """Missing tables, and indexes added since a table was created."""
+    metadata.create_all(connection)
+    for table in metadata.sorted_tables:
+        for index in table.indexes:
+            index.create(connection, checkfirst=True)
+
+
 async def create_schema(engine: AsyncEngine) -> None:
     """Create missing tables and the audit chain's head row; safe at every start-up."""
     async with engine.begin() as conn:
-        await conn.run_sync(metadata.create_all)
+        await conn.run_sync(_create_tables_and_indexes)
     async with engine.begin() as conn:
         head = (await conn.execute(select(audit_head.c.id))).first()
         if head is not None:
