@@ -11,7 +11,11 @@ Each transfer outcome becomes outbox rows in the transaction that records it:
   or "system", produced_by "ledger-gateway", JSON payload) on artifact_subject(conversation,
   kind), msg id = artifact id = `<transfer_id>:<event>`.
 
-The publisher (outbox.py) sends them later; this module only builds them.
+The transaction stores one outbox row per event (`outbox_row`: the record and what the
+messages need, as JSON), and the publisher expands it into those messages when it sends them
+(`messages`), in its own process: building three protobuf messages and a JSON payload per
+event cost the writer as much as the rest of a transfer. Rows holding a ready message (any
+other `message_type`, e.g. written by an earlier version) are sent as they are.
 """
 
 from __future__ import annotations
@@ -158,6 +162,44 @@ def outbox_rows(
         }
         for subject, ident, body in sends
     ]
+
+
+EVENT_ROW = "p2e.ledger.outbox.Event"  # the message_type of an outbox row standing for an event
+
+
+def outbox_row(
+    event: str, record: TransferRecord, currency: Currency, now: int, *, by: str = ""
+) -> dict[str, Any]:
+    """The one outbox row of `event`, expanded into its messages by `messages`."""
+    body = {
+        "event": event,
+        "record": record.row(),
+        "by": by,
+        "time": now,
+        "asset": currency.asset,
+        "scale": currency.scale,
+    }
+    return {
+        "subject": ledger_subject(event, record.from_agent),
+        "msg_id": msg_id(record.id, event),
+        "message_type": EVENT_ROW,
+        "body": json.dumps(body, separators=(",", ":")).encode(),
+        "create_time": now,
+    }
+
+
+def messages(
+    subject: str, body: bytes, message_type: str, message_id: str
+) -> list[tuple[str, bytes, str, str]]:
+    """What an outbox row publishes, as (subject, body, message_type, msg_id): an event row's
+    messages (`outbox_rows`), or a stored message as it is."""
+    if message_type != EVENT_ROW:
+        return [(subject, body, message_type, message_id)]
+    data = json.loads(body)
+    record = TransferRecord.from_row(data["record"])
+    currency = Currency(asset=data["asset"], scale=data["scale"])
+    rows = outbox_rows(data["event"], record, currency, data["time"], by=data["by"])
+    return [(r["subject"], r["body"], r["message_type"], r["msg_id"]) for r in rows]
 
 
 def decode(message_type: str, body: bytes) -> Message:

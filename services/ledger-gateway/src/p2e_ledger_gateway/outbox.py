@@ -21,14 +21,15 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 from urllib.parse import urlparse
 
-from sqlalchemy import Row, delete, select, update
+from sqlalchemy import Row, bindparam, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from p2e_kit.bus import ARTIFACTS, LEDGER, Bus, connect
 from p2e_kit.errors import DependencyUnavailable
+from p2e_ledger_gateway import events
 from p2e_ledger_gateway.database import Database
 from p2e_ledger_gateway.store import now_us, outbox
 
@@ -168,19 +169,27 @@ class OutboxPublisher:
         assert self.bus is not None
         bus = self.bus
         rows = await self.db.read(self._pending)
-        batch = [(row.subject, row.body, row.message_type, row.msg_id) for row in rows]
+        expanded = [events.messages(r.subject, r.body, r.message_type, r.msg_id) for r in rows]
+        batch = [message for row_messages in expanded for message in row_messages]
         outcomes = await bus.publish_batch(batch) if batch else []
-        failures = [n for n, outcome in enumerate(outcomes) if isinstance(outcome, BaseException)]
-        acked = [row.id for row in rows[: failures[0] if failures else len(rows)]]
+        # A row went out when all its messages did; the first row that did not stops the batch.
+        failed_at, error, n = len(rows), None, 0
+        for index, row_messages in enumerate(expanded):
+            row_outcomes = outcomes[n : n + len(row_messages)]
+            n += len(row_messages)
+            error = next((o for o in row_outcomes if isinstance(o, BaseException)), None)
+            if error is not None:
+                failed_at = index
+                break
+        acked = [row.id for row in rows[:failed_at]]
         if acked:
             self._after = acked[-1]
-        if failures:
-            failed, exc = rows[failures[0]].id, cast(BaseException, outcomes[failures[0]])
-            await self.marks.mark(acked, failed, f"{type(exc).__name__}: {exc}")
-            raise exc
+        self.published += len(acked)
+        if error is not None:
+            await self.marks.mark(acked, rows[failed_at].id, f"{type(error).__name__}: {error}")
+            raise error
         if acked:
             await self.marks.mark(acked, None, "")
-        self.published += len(acked)
         return len(rows) == self.batch_size
 
     async def _pending(self, conn: AsyncConnection) -> Sequence[Row[Any, Any, Any, Any, Any]]:
@@ -221,16 +230,24 @@ class DatabaseMarks:
         await self.db.write(lambda conn: conn.execute(query))
 
 
+_MARK_PUBLISHED = (
+    update(outbox)
+    .where(outbox.c.id.in_(bindparam("ids", expanding=True)))
+    .values(published_time=bindparam("stamp"))
+)
+_MARK_FAILED = (
+    update(outbox)
+    .where(outbox.c.id == bindparam("row"))
+    .values(attempts=outbox.c.attempts + 1, last_error=bindparam("error"))
+)
+MARK_CHUNK = 500  # ids per UPDATE
+
+
 async def _mark(conn: AsyncConnection, acked: list[int], failed: int | None, error: str) -> None:
     """Mark acked rows published; count the failed attempt on the row that did not go out."""
-    if acked:
-        stamp = now_us()
-        await conn.execute(
-            update(outbox).where(outbox.c.id.in_(acked)).values(published_time=stamp)
-        )
+    stamp = now_us()
+    for start in range(0, len(acked), MARK_CHUNK):
+        ids = acked[start : start + MARK_CHUNK]
+        await conn.execute(_MARK_PUBLISHED, {"ids": ids, "stamp": stamp})
     if failed is not None:
-        await conn.execute(
-            update(outbox)
-            .where(outbox.c.id == failed)
-            .values(attempts=outbox.c.attempts + 1, last_error=error[:1000])
-        )
+        await conn.execute(_MARK_FAILED, {"row": failed, "error": error[:1000]})

@@ -163,7 +163,9 @@ class PgWriter:
         self._queue = queue = asyncio.Queue()
         # One connection: the writer runs one group at a time (one spare for a lost one).
         engine = create_engine(
-            self._url.render_as_string(hide_password=False), pool_size=1, max_overflow=1
+            self._url.render_as_string(hide_password=False),
+            pool_size=1,
+            max_overflow=1,
         )
         plans = StatementPlans(engine.dialect)
         self._ready.set()

@@ -350,8 +350,7 @@ async def log_events(
     entries: list[dict[str, Any]] = []
     for event, record, actor, payload in logged:
         names = [event, *(extra or [])]
-        for name in names:
-            rows += events.outbox_rows(name, record, currency, now, by=actor)
+        rows += [events.outbox_row(name, record, currency, now, by=actor) for name in names]
         entries += [
             {
                 "event_type": name,

@@ -1,7 +1,8 @@
 """`transfers.create_many` on a real SQLite ledger: several requests decided in one batch.
 
 Each request sees the wallets the earlier ones left; errors take their item's place; every
-batch leaves the books consistent (balances, counters, audit chain, outbox rows).
+batch leaves the books consistent (balances, counters, audit chain, outbox rows and the
+messages they expand into).
 """
 
 from __future__ import annotations
@@ -92,9 +93,19 @@ async def assert_consistent(ledger: Ledger) -> None:
     audit = await rows(ledger, store.audit_events, store.audit_events.c.sequence)
     logged = [(e["transfer_id"], e["event_type"]) for e in audit if e["transfer_id"]]
     assert logged == [(t["id"], EVENT.get(Status(t["status"]), events.PENDING)) for t in recorded]
-    outbox = Counter(o["msg_id"].split(":")[0] for o in await rows(ledger, store.outbox, "id"))
+    outbox = await rows(ledger, store.outbox, "id")  # one row per event, in the audit's order
+    assert [(o["message_type"], o["msg_id"]) for o in outbox] == [
+        (events.EVENT_ROW, events.msg_id(transfer_id, event)) for transfer_id, event in logged
+    ]
+    sent = Counter(
+        message_id.split(":")[0]
+        for o in outbox
+        for *_, message_id in events.messages(
+            o["subject"], o["body"], o["message_type"], o["msg_id"]
+        )
+    )
     expected = {t["id"]: 3 if t["status"] == Status.SETTLED.value else 2 for t in recorded}
-    assert outbox == expected
+    assert sent == expected  # settled: payer, payee, artifact; otherwise payer, artifact
 
 
 async def test_money_received_earlier_in_the_batch_can_be_spent(ledger: Ledger) -> None:

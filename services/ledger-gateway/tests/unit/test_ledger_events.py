@@ -80,3 +80,35 @@ def test_outbox_rows_of_a_settled_transfer() -> None:
     again = events_pb2.TransferSettled()
     json_format.Parse(art.payload, again)
     assert again == settled
+
+
+@pytest.mark.parametrize("record", RECORDS, ids=range(len(RECORDS)))
+@pytest.mark.parametrize("event", EVENTS)
+@pytest.mark.parametrize("by", ["", "operator:ops"])
+def test_an_event_row_expands_into_the_events_messages(
+    record: TransferRecord, event: str, by: str
+) -> None:
+    """`messages` of the one row `outbox_row` stores are the messages `outbox_rows` builds."""
+    record = replace(record, replayed=False)  # the events logged are of new records only
+    now = 1_764_000_001_000_000
+    row = events.outbox_row(event, record, CURRENCY, now, by=by)
+    assert (row["message_type"], row["create_time"]) == (events.EVENT_ROW, now)
+    assert (row["subject"], row["msg_id"]) == (f"p2e.ledger.{event}.agent_alpha", f"tr_1:{event}")
+    expanded = events.messages(row["subject"], row["body"], row["message_type"], row["msg_id"])
+    built = events.outbox_rows(event, record, CURRENCY, now, by=by)
+    assert expanded == [(r["subject"], r["body"], r["message_type"], r["msg_id"]) for r in built]
+    # settled: the payer's and the payee's event, and the artifact; otherwise the payer's, and
+    # the artifact
+    assert len(expanded) == (3 if event == events.SETTLED else 2)
+    decoded = [events.decode(message_type, body) for _, body, message_type, _ in expanded]
+    assert decoded[0].transfer.id == "tr_1"  # type: ignore[attr-defined]
+    assert isinstance(decoded[-1], artifacts_pb2.Artifact)
+    assert decoded[-1].create_time.ToMicroseconds() == now
+
+
+def test_a_stored_message_row_is_returned_as_it_is() -> None:
+    (stored, *_) = events.outbox_rows(events.FAILED, RECORDS[3], CURRENCY, 1)
+    row = (stored["subject"], stored["body"], stored["message_type"], stored["msg_id"])
+    assert events.messages(*row) == [row]
+    other = ("p2e.ledger.other.a", b"\x00not json", "some.Other", "x:other")
+    assert events.messages(*other) == [other]

@@ -1,4 +1,9 @@
-"""The outbox publisher against a bus double: order, at-least-once, nothing lost on failure."""
+"""The outbox publisher against a bus double: order, at-least-once, nothing lost on failure.
+
+Each settled transfer stores one outbox row, which goes out as three messages (the payer's
+and the payee's transfer_settled, and an artifact); a row counts as published only when all
+its messages were acked.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from google.protobuf.message import Message
-from sqlalchemy import select
+from sqlalchemy import insert, select
 
 from p2e_kit.channels import Caller
 from p2e_kit.db import create_engine
@@ -70,55 +75,117 @@ async def rows(ledger: Ledger) -> list:
     return list((await ledger.db.read(lambda conn: conn.execute(query))).mappings().all())
 
 
+def settled_ids(transfer_id: str) -> list[str]:
+    """The Nats-Msg-Ids of a settled transfer's row, in the order they are sent."""
+    event = f"{transfer_id}:transfer_settled"
+    return [event, f"{event}:b", event]
+
+
+class FailsAt(FlakyBus):
+    """A Bus that refuses the publishes at `positions` (counting every publish from 0)."""
+
+    def __init__(self, *positions: int) -> None:
+        super().__init__(0)
+        self.positions = set(positions)
+        self.calls = 0
+
+    async def publish_bytes(
+        self, subject: str, body: bytes, message_type: str, msg_id: str
+    ) -> None:
+        position, self.calls = self.calls, self.calls + 1
+        if position in self.positions:
+            raise ConnectionError("gone")
+        await super().publish_bytes(subject, body, message_type, msg_id)
+
+
 async def test_failed_publish_keeps_the_row_and_retries_in_order(ledger: Ledger) -> None:
     first, second = await pay(ledger, 1), await pay(ledger, 2)
     publisher = OutboxPublisher(ledger.db, "nats://unused", batch_size=100)
-    bus = FlakyBus(failures=1)
+    bus = FlakyBus(failures=1)  # the first row's first message
     publisher.bus = bus  # type: ignore[assignment]
     with pytest.raises(TimeoutError):
         await publisher.drain_once()
     pending = await rows(ledger)
-    assert [r["published_time"] for r in pending] == [None] * 6
+    assert [r["published_time"] for r in pending] == [None] * 2  # one row per transfer
     assert (pending[0]["attempts"], pending[0]["last_error"]) == (1, "TimeoutError: nats: timeout")
+    assert (pending[1]["attempts"], pending[1]["last_error"]) == (0, "")
+    assert publisher.published == 0
 
     sent_with_the_failure = len(bus.sent)  # pipelined after it: JetStream drops their re-send
     assert sent_with_the_failure == 5
     assert await publisher.drain_once() is False
     ids = [msg_id for _, msg_id, _ in bus.sent[sent_with_the_failure:]]
-    assert ids == [
-        f"{first}:transfer_settled",
-        f"{first}:transfer_settled:b",
-        f"{first}:transfer_settled",
-        f"{second}:transfer_settled",
-        f"{second}:transfer_settled:b",
-        f"{second}:transfer_settled",
-    ]
+    assert ids == settled_ids(first) + settled_ids(second)
     assert isinstance(bus.sent[-6][2], events_pb2.TransferSettled)
+    assert all(r["published_time"] for r in await rows(ledger))
+    assert publisher.published == 2
+
+
+@pytest.mark.parametrize("position", range(9))
+async def test_failure_mid_batch_marks_the_rows_before_the_failed_one(
+    ledger: Ledger, position: int
+) -> None:
+    """Any message of a row failing keeps that row and the later ones pending, even when all
+    the later rows' messages were acked; the earlier rows are marked."""
+    ids = [await pay(ledger, n) for n in range(3)]  # 3 rows, 9 messages
+    publisher = OutboxPublisher(ledger.db, "nats://unused")
+    bus = FailsAt(position)
+    publisher.bus = bus  # type: ignore[assignment]
+    with pytest.raises(ConnectionError):
+        await publisher.drain_once()
+    failed = position // 3  # the row of the refused message
+    after = await rows(ledger)
+    assert [r["published_time"] is not None for r in after] == [n < failed for n in range(3)]
+    assert [r["attempts"] for r in after] == [int(n == failed) for n in range(3)]
+    assert after[failed]["last_error"] == "ConnectionError: gone"
+    every = [i for t in ids for i in settled_ids(t)]
+    assert [msg_id for _, msg_id, _ in bus.sent] == every[:position] + every[position + 1 :]
+
+    sent_before = len(bus.sent)  # the retry starts again at the failed row, in order
+    assert await publisher.drain_once() is False
+    assert [msg_id for _, msg_id, _ in bus.sent[sent_before:]] == every[3 * failed :]
     assert all(r["published_time"] for r in await rows(ledger))
 
 
-async def test_failure_mid_batch_marks_what_was_acked(ledger: Ledger) -> None:
-    await pay(ledger, 1)
+async def test_a_stored_message_row_goes_out_as_it_is(ledger: Ledger) -> None:
+    """A row of an earlier version (one message per row) is one message, failing on its own."""
+    first = await pay(ledger, 1)
+    old = events_pb2.TransferFailed()
+    old.transfer.id = "old"
+    stored = {
+        "subject": "p2e.ledger.transfer_failed.a",
+        "msg_id": "old:transfer_failed",
+        "message_type": old.DESCRIPTOR.full_name,
+        "body": old.SerializeToString(),
+        "create_time": 1,
+    }
+    await ledger.db.write(lambda conn: conn.execute(insert(outbox).values(**stored)))
+    second = await pay(ledger, 2)
     publisher = OutboxPublisher(ledger.db, "nats://unused")
-
-    class FailsThird(FlakyBus):
-        async def publish_bytes(
-            self, subject: str, body: bytes, message_type: str, msg_id: str
-        ) -> None:
-            if len(self.sent) == 2:
-                raise ConnectionError("gone")
-            await super().publish_bytes(subject, body, message_type, msg_id)
-
-    publisher.bus = FailsThird(0)  # type: ignore[assignment]
+    bus = FailsAt(3)  # the stored message, right after the first row's three
+    publisher.bus = bus  # type: ignore[assignment]
     with pytest.raises(ConnectionError):
         await publisher.drain_once()
-    published = [r["published_time"] is not None for r in await rows(ledger)]
-    assert published == [True, True, False]
+    after = await rows(ledger)
+    assert [r["published_time"] is not None for r in after] == [True, False, False]
+    assert [r["attempts"] for r in after] == [0, 1, 0]
+
+    sent_before = len(bus.sent)
+    assert await publisher.drain_once() is False
+    resent = bus.sent[sent_before:]
+    assert [msg_id for _, msg_id, _ in resent] == ["old:transfer_failed", *settled_ids(second)]
+    assert resent[0] == ("p2e.ledger.transfer_failed.a", "old:transfer_failed", old)
+    assert [msg_id for _, msg_id, _ in bus.sent[:3]] == settled_ids(first)
+    assert all(r["published_time"] for r in await rows(ledger))
 
 
 async def test_full_batches_report_more_work(ledger: Ledger) -> None:
-    await pay(ledger, 1)
-    publisher = OutboxPublisher(ledger.db, "nats://unused", batch_size=2)
-    publisher.bus = FlakyBus(0)  # type: ignore[assignment]
+    for n in range(3):
+        await pay(ledger, n)
+    publisher = OutboxPublisher(ledger.db, "nats://unused", batch_size=2)  # rows, not messages
+    bus = FlakyBus(0)
+    publisher.bus = bus  # type: ignore[assignment]
     assert await publisher.drain_once() is True
+    assert (publisher.published, len(bus.sent)) == (2, 6)
     assert await publisher.drain_once() is False
+    assert (publisher.published, len(bus.sent)) == (3, 9)
