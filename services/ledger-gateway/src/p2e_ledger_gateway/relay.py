@@ -24,7 +24,7 @@ import os
 import sys
 from typing import Any
 
-from p2e_kit.db import create_engine
+from p2e_kit.db import create_engine, is_sqlite
 from p2e_kit.logs import configure_logging
 from p2e_ledger_gateway.config import Settings
 from p2e_ledger_gateway.database import Database
@@ -171,7 +171,9 @@ class PipeMarks:
 async def _child() -> None:
     settings = Settings()
     configure_logging(settings.log_level, "ledger-outbox-relay")
-    db = Database(create_engine(settings.db_url))
+    # Reads only: SQLite's reader thread (a WAL snapshot beside the gateway's writer), or the
+    # async engine on PostgreSQL (no writer thread of its own).
+    db = Database(create_engine(settings.db_url), threads=is_sqlite(settings.db_url))
     relay = publisher(db, settings, marks=PipeMarks())
     relay.start()
     loop = asyncio.get_running_loop()
