@@ -162,12 +162,11 @@ class PgWriter:
     async def _serve(self) -> None:
         self._queue = queue = asyncio.Queue()
         # One connection: the writer runs one group at a time (one spare for a lost one).
-        engine = create_engine(
-            self._url.render_as_string(hide_password=False),
-            pool_size=1,
-            max_overflow=1,
+        writer = _Writer(
+            create_engine(
+                self._url.render_as_string(hide_password=False), pool_size=1, max_overflow=1
+            )
         )
-        plans = StatementPlans(engine.dialect)
         self._ready.set()
         try:
             stop = False
@@ -183,15 +182,46 @@ class PgWriter:
                 if not group:
                     continue
                 try:
-                    await _commit(engine, plans, group)
+                    await _commit(writer, group)
                 finally:
                     for unit in group:
                         unit.settle()
         finally:
-            await engine.dispose()
+            await writer.close()
 
 
-async def _commit(engine: AsyncEngine, plans: StatementPlans, group: list[_Unit]) -> None:
+class _Writer:
+    """The writer's engine, plans and the one connection it keeps between groups (no pool
+    checkout and ping per group); dropped after a group fails as a whole, reopened at the next."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.plans = StatementPlans(engine.dialect)
+        self._conn: AsyncConnection | None = None
+
+    async def connection(self) -> AsyncConnection:
+        if self._conn is None or self._conn.closed or self._conn.invalidated:
+            self._conn = await self.engine.connect()
+        return self._conn
+
+    async def drop(self) -> None:
+        """Forget the connection (it may be broken): invalidated, not returned to the pool."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.invalidate()
+            with contextlib.suppress(Exception):
+                await conn.close()
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                await self._conn.close()
+            self._conn = None
+        await self.engine.dispose()
+
+
+async def _commit(writer: _Writer, group: list[_Unit]) -> None:
     """Commit the group's units in one transaction, without SAVEPOINTs.
 
     A SAVEPOINT per unit cost a round trip and made every statement after it slower (a
@@ -202,48 +232,70 @@ async def _commit(engine: AsyncEngine, plans: StatementPlans, group: list[_Unit]
     other units run again in a new one. If the transaction itself fails (connection lost,
     deadlock with another gateway, the COMMIT), every unit still waiting gets that error.
     """
-    pending = list(group)
+    pending, reconnected = list(group), False
     while pending:
         try:
-            pending = await _attempt(engine, plans, pending)
+            pending = await _attempt(writer, pending)
         except Exception as exc:
+            await writer.drop()
+            if not reconnected and _connection_lost(exc):
+                # The kept connection died (e.g. the server restarted): once more on a new one.
+                # Safe even if it died during a COMMIT that went through: the units find what
+                # they wrote (request ids) and replay it.
+                reconnected = True
+                continue
             log.debug("a group of %d PostgreSQL units of work failed: %s", len(pending), exc)
             for unit in pending:
                 unit.error = unit.error or exc
             return
 
 
-async def _attempt(engine: AsyncEngine, plans: StatementPlans, group: list[_Unit]) -> list[_Unit]:
+async def _attempt(writer: _Writer, group: list[_Unit]) -> list[_Unit]:
     """One transaction over `group`: the units to run again (none when it committed)."""
-    async with engine.connect() as conn:
-        transaction = await conn.begin()
-        try:
-            await _begin_on_driver(conn)
-            driver = (await conn.get_raw_connection()).driver_connection
-            state = GroupState()
-            view = GroupConnection(conn, driver, plans, state)
-            for n, unit in enumerate(group):
-                unit.result = unit.error = None
-                saved = state.snapshot()
-                view.writes = view.failures = 0
-                try:
-                    unit.result = await unit.work(cast(AsyncConnection, view))
-                except Exception as exc:
-                    unit.error = exc
-                    if view.writes or view.failures:  # its changes cannot be undone alone
-                        await transaction.rollback()
-                        return group[:n] + group[n + 1 :]
-                    state.restore(saved)
-            if all(unit.error is not None for unit in group):
-                await transaction.rollback()
-                return []
-            await state.flush(cast(AsyncConnection, view))
-        except BaseException:
-            if transaction.is_active:
-                await transaction.rollback()
-            raise
-        await transaction.commit()
+    conn = await writer.connection()
+    transaction = await conn.begin()
+    try:
+        await _begin_on_driver(conn)
+        driver = (await conn.get_raw_connection()).driver_connection
+        state = GroupState()
+        view = GroupConnection(conn, driver, writer.plans, state)
+        for n, unit in enumerate(group):
+            unit.result = unit.error = None
+            saved = state.snapshot()
+            view.writes = view.failures = 0
+            try:
+                unit.result = await unit.work(cast(AsyncConnection, view))
+            except Exception as exc:
+                unit.error = exc
+                if view.writes or view.failures:  # its changes cannot be undone alone
+                    await transaction.rollback()
+                    return group[:n] + group[n + 1 :]
+                state.restore(saved)
+        if all(unit.error is not None for unit in group):
+            await transaction.rollback()
+            return []
+        await state.flush(cast(AsyncConnection, view))
+    except BaseException:
+        if transaction.is_active:
+            await transaction.rollback()
+        raise
+    await transaction.commit()
     return []
+
+
+def _connection_lost(exc: BaseException) -> bool:
+    """Whether `exc` (or what caused it) says the connection is gone."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError | ConnectionError):
+            return True
+        if isinstance(seen, DBAPIError) and seen.connection_invalidated:
+            return True
+        name = type(seen).__name__
+        if name in ("ConnectionDoesNotExistError", "InterfaceError", "InternalClientError"):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 async def _begin_on_driver(conn: AsyncConnection) -> None:

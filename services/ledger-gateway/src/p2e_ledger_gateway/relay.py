@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 RESTART_DELAY_SECONDS = 1.0
 REPORT_IDS = 1000  # row ids per report line
 REPORT_LIMIT = 1 << 20  # bytes per report line the gateway reads
+MARK_INTERVAL_SECONDS = 0.1  # the gateway writes the reports gathered in this time together
 STOP_TIMEOUT_SECONDS = 3.0
 
 
@@ -122,13 +123,35 @@ class RelayProcess:
             await asyncio.sleep(RESTART_DELAY_SECONDS)
 
     async def _apply_reports(self, process: asyncio.subprocess.Process) -> None:
+        """Write the child's reports, gathered for up to MARK_INTERVAL_SECONDS: a mark is a
+        write transaction, and each would queue beside the transfers for the one writer."""
         assert process.stdout is not None
-        async for line in process.stdout:
-            report = json.loads(line)
-            if "prune" in report:
-                await self._marks.prune(int(report["prune"]))
-            else:
-                await self._marks.mark(report["acked"], report["failed"], report["error"])
+        pending = _Reports()
+        flusher = asyncio.create_task(self._flush_every(pending))
+        try:
+            async for line in process.stdout:
+                pending.add(json.loads(line))
+                if len(pending.acked) >= REPORT_IDS * 10:
+                    await self._flush(pending)
+        finally:
+            flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await flusher
+            await self._flush(pending)
+
+    async def _flush_every(self, pending: _Reports) -> None:
+        while True:
+            await asyncio.sleep(MARK_INTERVAL_SECONDS)
+            await self._flush(pending)
+
+    async def _flush(self, pending: _Reports) -> None:
+        acked, failures, prune = pending.take()
+        if acked:
+            await self._marks.mark(acked, None, "")
+        for failed, error in failures:
+            await self._marks.mark([], failed, error)
+        if prune is not None:
+            await self._marks.prune(prune)
 
     def _child_env(self) -> dict[str, str]:
         s = self.settings
@@ -145,6 +168,28 @@ class RelayProcess:
             "P2E_LEDGER_OUTBOX_RETENTION_HOURS": str(s.outbox_retention_hours),
         }
         return env
+
+
+class _Reports:
+    """The child's reports not yet written: acked ids, failed attempts, the latest prune."""
+
+    def __init__(self) -> None:
+        self.acked: list[int] = []
+        self.failures: list[tuple[int, str]] = []
+        self.prune: int | None = None
+
+    def add(self, report: dict[str, Any]) -> None:
+        if "prune" in report:
+            self.prune = max(self.prune or 0, int(report["prune"]))
+            return
+        self.acked += report["acked"]
+        if report["failed"] is not None:
+            self.failures.append((int(report["failed"]), str(report["error"])))
+
+    def take(self) -> tuple[list[int], list[tuple[int, str]], int | None]:
+        taken = (self.acked, self.failures, self.prune)
+        self.acked, self.failures, self.prune = [], [], None
+        return taken
 
 
 class PipeMarks:

@@ -10,6 +10,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from p2e_kit.channels import Caller
 from p2e_kit.db import create_engine
 from p2e_kit.testing import DEFAULT_TEST_POSTGRES
 from p2e_ledger_gateway.database import Database
@@ -123,3 +124,35 @@ async def test_lost_database_is_unavailable_not_internal(
         assert (error.code, error.reason) == ("UNAVAILABLE", "DATABASE_UNAVAILABLE")
         error = await ledger.error(ledger.pay("alice", "bob", "1"))
         assert error.code == "UNAVAILABLE"
+
+
+async def test_writer_reconnects_after_its_connection_is_killed(
+    make_settings, postgres_url, serve_ledger
+) -> None:
+    """The PostgreSQL writer keeps one connection between groups; when the server ends it
+    (a restart, an idle timeout), the next transfers still succeed, once each."""
+    async with serve_ledger(make_settings(postgres_url)) as ledger:
+        await ledger.init("alice", "bob")
+        await ledger.pay("alice", "bob", "1", request_id="before")
+        name = postgres_url.rsplit("/", 1)[1]
+        admin_url = os.environ.get("P2E_TEST_POSTGRES_URL", DEFAULT_TEST_POSTGRES)
+        admin = await asyncpg.connect(admin_url)
+        try:
+            killed = await admin.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE datname = $1 AND pid <> pg_backend_pid()",
+                name,
+            )
+        finally:
+            await admin.close()
+        assert killed >= 1
+        # Straight to the ledger, not over gRPC: the client's retry on UNAVAILABLE would hide
+        # a first failure.
+        alice = Caller("agent", "alice")
+        for n in range(3):
+            record = await ledger.app.ledger.create_transfer(
+                alice, from_agent="", to_agent="bob", amount="1", reason="", request_id=f"a{n}"
+            )
+            assert record.from_balance_after == 9800 - 100 * n
+        assert (await ledger.pay("alice", "bob", "1", request_id="a0")).replayed
+        assert await ledger.balance("bob") == "104.00"
