@@ -162,9 +162,16 @@ class PgWriter:
     async def _serve(self) -> None:
         self._queue = queue = asyncio.Queue()
         # One connection: the writer runs one group at a time (one spare for a lost one).
+        # Lock waits are bounded, and every statement is planned for its parameters (a
+        # prepared statement's generic plan, made while a table was small, kept scanning it
+        # as it grew: the batch's request-id lookup took 4-5 ms).
+        settings = {"lock_timeout": "10s", "plan_cache_mode": "force_custom_plan"}
         writer = _Writer(
             create_engine(
-                self._url.render_as_string(hide_password=False), pool_size=1, max_overflow=1
+                self._url.render_as_string(hide_password=False),
+                pool_size=1,
+                max_overflow=1,
+                connect_args={"server_settings": settings},
             )
         )
         self._ready.set()
@@ -301,17 +308,11 @@ def _connection_lost(exc: BaseException) -> bool:
 async def _begin_on_driver(conn: AsyncConnection) -> None:
     """Make SQLAlchemy's asyncpg adapter send its BEGIN now: it begins lazily, at the first
     statement it runs itself, and the statements sent straight to asyncpg must not run
-    outside the transaction. The settings: lock waits are bounded, and every statement is
-    planned for its parameters (a prepared statement's generic plan, made while a table was
-    small, kept scanning it as it grew: the batch's request-id lookup took 4-5 ms)."""
-    await conn.exec_driver_sql(
-        "SELECT set_config('lock_timeout', '10s', true),"
-        " set_config('plan_cache_mode', 'force_custom_plan', true)"
-    )
-
-
-async def _driver_sql(conn: AsyncConnection, driver: Any, sql: str) -> None:
-    try:
-        await driver.execute(sql)
-    except Exception as exc:
-        raise _translated(conn, sql, exc) from exc
+    outside the transaction. Through the adapter's own method when it has it (one round
+    trip: the BEGIN), else with a statement."""
+    adapted = cast(Any, conn.sync_connection).connection.dbapi_connection
+    start = getattr(adapted, "_start_transaction", None)
+    if start is not None and getattr(adapted, "_transaction", True) is None:
+        await start()
+    else:
+        await conn.exec_driver_sql("SELECT 1")

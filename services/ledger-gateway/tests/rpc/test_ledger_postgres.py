@@ -6,7 +6,7 @@ import os
 
 import asyncpg
 import pytest
-from sqlalchemy import text
+from sqlalchemy import func, insert, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -14,6 +14,7 @@ from p2e_kit.channels import Caller
 from p2e_kit.db import create_engine
 from p2e_kit.testing import DEFAULT_TEST_POSTGRES
 from p2e_ledger_gateway.database import Database
+from p2e_ledger_gateway.store import create_schema, wallets
 from p2engine.ledger.v1 import ledger_pb2
 from p2engine.ledger.v1 import ledger_service_pb2 as pb
 
@@ -156,3 +157,29 @@ async def test_writer_reconnects_after_its_connection_is_killed(
             assert record.from_balance_after == 9800 - 100 * n
         assert (await ledger.pay("alice", "bob", "1", request_id="a0")).replayed
         assert await ledger.balance("bob") == "104.00"
+
+
+_NEW_WALLET = insert(wallets)
+
+
+async def test_statements_sent_straight_to_asyncpg_are_inside_the_transaction(
+    postgres_url,
+) -> None:
+    """A unit that raises after writing leaves nothing behind, also once its statement is
+    planned and sent straight to asyncpg (from its second run on)."""
+    db = Database(create_engine(postgres_url))
+    await create_schema(db.engine)
+    try:
+        for n in range(3):
+
+            async def work(conn: AsyncConnection, n: int = n) -> None:
+                row = {"agent_id": f"w{n}", "balance": 1, "frozen": False}
+                await conn.execute(_NEW_WALLET, row | {"create_time": 1})
+                raise RuntimeError("after the write")
+
+            with pytest.raises(RuntimeError):
+                await db.write(work)
+        count = select(func.count()).select_from(wallets)
+        assert (await db.read(lambda conn: conn.execute(count))).scalar_one() == 0
+    finally:
+        await db.close()
