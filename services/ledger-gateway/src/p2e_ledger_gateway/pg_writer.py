@@ -32,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from p2e_kit.db import create_engine
 from p2e_kit.prepared import Plan, StatementPlans
-from p2e_ledger_gateway.sqlite_thread import MAX_GROUP, GroupState
+from p2e_ledger_gateway.sqlite_thread import MAX_GROUP, GroupState, QueuedUnit
 
 log = logging.getLogger(__name__)
 
@@ -102,29 +102,6 @@ def _translated(conn: AsyncConnection, sql: str, exc: Exception) -> Exception:
     return exc
 
 
-class _Unit:
-    """A queued unit of work and where its outcome goes (a future of the caller's loop)."""
-
-    def __init__(self, work: Callable[[AsyncConnection], Awaitable[Any]]) -> None:
-        self.work = work
-        self.loop = asyncio.get_running_loop()
-        self.future: asyncio.Future[Any] = self.loop.create_future()
-        self.result: Any = None
-        self.error: BaseException | None = None
-
-    def settle(self) -> None:
-        with contextlib.suppress(RuntimeError):  # the caller's loop is closed: nobody waits
-            self.loop.call_soon_threadsafe(self._settle)
-
-    def _settle(self) -> None:
-        if self.future.done():  # the caller was cancelled (the unit may still have committed)
-            return
-        if self.error is not None:
-            self.future.set_exception(self.error)
-        else:
-            self.future.set_result(self.result)
-
-
 class PgWriter:
     """A thread with its own event loop and engine, writing the queued units in groups.
 
@@ -135,7 +112,7 @@ class PgWriter:
         self._url = engine.url
         self._dialect = engine.dialect
         self._loop = asyncio.new_event_loop()
-        self._queue: asyncio.Queue[_Unit | None] | None = None
+        self._queue: asyncio.Queue[QueuedUnit | None] | None = None
         self._thread = threading.Thread(target=self._run_loop, name=name, daemon=True)
         self._ready = threading.Event()
         self._thread.start()
@@ -147,7 +124,7 @@ class PgWriter:
         self._loop.close()
 
     async def run(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
-        unit = _Unit(work)
+        unit = QueuedUnit(work)
         queue = self._queue
         assert queue is not None
         self._loop.call_soon_threadsafe(queue.put_nowait, unit)
@@ -178,7 +155,7 @@ class PgWriter:
         try:
             stop = False
             while not stop:
-                group: list[_Unit] = []
+                group: list[QueuedUnit] = []
                 item = await queue.get()
                 while item is not None:
                     group.append(item)
@@ -228,7 +205,7 @@ class _Writer:
         await self.engine.dispose()
 
 
-async def _commit(writer: _Writer, group: list[_Unit]) -> None:
+async def _commit(writer: _Writer, group: list[QueuedUnit]) -> None:
     """Commit the group's units in one transaction, without SAVEPOINTs.
 
     A SAVEPOINT per unit cost a round trip and made every statement after it slower (a
@@ -257,7 +234,7 @@ async def _commit(writer: _Writer, group: list[_Unit]) -> None:
             return
 
 
-async def _attempt(writer: _Writer, group: list[_Unit]) -> list[_Unit]:
+async def _attempt(writer: _Writer, group: list[QueuedUnit]) -> list[QueuedUnit]:
     """One transaction over `group`: the units to run again (none when it committed)."""
     conn = await writer.connection()
     transaction = await conn.begin()

@@ -244,8 +244,9 @@ def _driver(dbapi: sqlite3.Connection, sql: str) -> None:
         raise DBAPIError.instance(sql, None, exc, sqlite3.Error) from exc
 
 
-class _Unit:
-    """A queued unit of work and where its outcome goes."""
+class QueuedUnit:
+    """A unit of work queued for a writer thread, and where its outcome goes (a future of the
+    caller's loop, settled from the writer's thread after the group's COMMIT)."""
 
     def __init__(self, work: Callable[[AsyncConnection], Awaitable[Any]]) -> None:
         self.work = work
@@ -253,14 +254,6 @@ class _Unit:
         self.future: asyncio.Future[Any] = self.loop.create_future()
         self.result: Any = None
         self.error: BaseException | None = None
-
-    def run(self, connection: Connection, plans: StatementPlans, state: GroupState) -> None:
-        try:
-            unit = self.work(cast(AsyncConnection, DirectConnection(connection, plans, state)))
-            self.result = drive(cast(Coroutine[Any, Any, Any], unit))
-        except Exception as exc:
-            self.error = exc
-            raise
 
     def settle(self) -> None:
         with contextlib.suppress(RuntimeError):  # the caller's loop is closed: nobody waits
@@ -273,6 +266,18 @@ class _Unit:
             self.future.set_exception(self.error)
         else:
             self.future.set_result(self.result)
+
+
+class _Unit(QueuedUnit):
+    """A unit of the SQLite writer: driven to its end on the writer's connection."""
+
+    def run(self, connection: Connection, plans: StatementPlans, state: GroupState) -> None:
+        try:
+            unit = self.work(cast(AsyncConnection, DirectConnection(connection, plans, state)))
+            self.result = drive(cast(Coroutine[Any, Any, Any], unit))
+        except Exception as exc:
+            self.error = exc
+            raise
 
 
 class SqliteWriter:
