@@ -1,6 +1,6 @@
 """What the ledger publishes: ledger.v1 events and artifacts.v1.Artifact, via the outbox.
 
-Each transfer outcome becomes outbox rows in the transaction that records it:
+Each transfer outcome is announced by these messages:
 
 - `transfer_settled`: TransferSettled on ledger_subject(event, payer) with
   Nats-Msg-Id `<transfer_id>:transfer_settled`, and on ledger_subject(event, payee) with
@@ -141,7 +141,7 @@ def artifact(event: str, record: TransferRecord, payload_json: str, now: int) ->
 def outbox_rows(
     event: str, record: TransferRecord, currency: Currency, now: int, *, by: str = ""
 ) -> list[dict[str, Any]]:
-    """The outbox rows (subject, msg_id, message_type, body) announcing `event`."""
+    """The messages announcing `event`, as dicts of subject, msg_id, message_type, body."""
     message = _event_message(event, record, currency, by)
     art = artifact(event, record, event_json(event, record, currency, by), now)
     sends: list[tuple[str, str, Message]] = [

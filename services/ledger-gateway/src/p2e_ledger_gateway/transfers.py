@@ -3,7 +3,8 @@ the money (through the `MoneyBackend`: the guarded debit and the credit in SQL, 
 transaction), the transfer row, its audit entry and its outbox rows, all or nothing.
 
 Every function here takes an open write transaction (`AsyncConnection`) and returns the
-recorded outcome. A refusal for a business reason (insufficient funds, a policy) is
+recorded outcome. New requests are decided in batches (`create_many`, fed by batcher.py):
+one transaction reads what a batch needs once and writes its outcomes together. A refusal for a business reason (insufficient funds, a policy) is
 *recorded* as a FAILED transfer and committed, so a retry with the same request_id replays
 it; `outcome_error` turns a non-settled outcome into the error the RPC returns.
 Operator decisions on pending transfers are in approvals.py.
