@@ -52,6 +52,10 @@ def make_settings(ledger_config_dir: Path, tmp_path: Path) -> Callable[..., Sett
             "data_dir": tmp_path / "data",
             "database_url": database_url,
             "publish_events": False,
+            # One process per test: the transfer writer's child (a few seconds of imports)
+            # is tested in rpc/test_ledger_writer_process.py, the concurrency tests and the
+            # kill -9 test (the real `python -m p2e_ledger_gateway`, default settings).
+            "transfer_writer": "inline",
             "outbox_poll_seconds": 0.2,
             "outbox_retry_min_seconds": 0.05,
             "outbox_retry_max_seconds": 0.3,

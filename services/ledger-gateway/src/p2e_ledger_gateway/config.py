@@ -25,6 +25,10 @@ class Settings(ServiceSettings):
     # Where the outbox publisher runs: "process" (a child process, see relay.py) or "inline"
     # (on the gateway's event loop; always so for an in-memory database).
     outbox_relay: Literal["process", "inline"] = "process"
+    # Where batches of transfers are written: "process" (a child process with its own
+    # connection, see writer_process.py) or "inline" (the gateway's own; always so for an
+    # in-memory database and for the Canton backend).
+    transfer_writer: Literal["process", "inline"] = "process"
     # The publisher wakes at least this often even without a local commit (other processes).
     outbox_poll_seconds: float = 1.0
     # Rows published per batch.

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from p2e_kit.errors import InvalidArgument, NotFound, P2EError, PermissionDenied
 from p2e_ledger_gateway import approvals, audit, queries, transfers, wallets
 from p2e_ledger_gateway.audit import EVENT_TYPES, AuditEntry, Verification
-from p2e_ledger_gateway.batcher import TransferBatcher
+from p2e_ledger_gateway.batcher import TransferBatcher, WriteBatch
 from p2e_ledger_gateway.database import Database
 from p2e_ledger_gateway.money import Currency
 from p2e_ledger_gateway.money_backend import MoneyBackend, SqlMoney
@@ -53,12 +53,14 @@ class Ledger:
         *,
         money: MoneyBackend | None = None,
         on_outbox: Callable[[], None] | None = None,
+        write_batch: WriteBatch | None = None,
     ) -> None:
         self.db = db
         self.options = options
         self.currency = options.currency
         self.money: MoneyBackend = money or SqlMoney(db, options.currency)
         self._on_outbox = on_outbox or (lambda: None)
+        self._write_batch = write_batch or self._write_batch_here
         self._batcher = TransferBatcher(self._write_transfers)
 
     # --- wallets -------------------------------------------------------------------------
@@ -138,12 +140,17 @@ class Ledger:
     async def _write_transfers(
         self, items: Sequence[transfers.Item]
     ) -> list[TransferRecord | P2EError]:
-        outcomes = await self.db.write(
-            lambda conn: transfers.create_many(conn, self.money, items, self.currency)
-        )
+        outcomes = await self._write_batch(items)
         if any(isinstance(o, TransferRecord) and not o.replayed for o in outcomes):
             self._on_outbox()
         return outcomes
+
+    async def _write_batch_here(
+        self, items: Sequence[transfers.Item]
+    ) -> list[TransferRecord | P2EError]:
+        return await self.db.write(
+            lambda conn: transfers.create_many(conn, self.money, items, self.currency)
+        )
 
     def _transfer_request(
         self, caller: Caller, payer: str, to_agent: str, amount: str, reason: str, request_id: str

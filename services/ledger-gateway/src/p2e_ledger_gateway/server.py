@@ -34,6 +34,7 @@ from p2e_ledger_gateway.outbox import OutboxPublisher
 from p2e_ledger_gateway.policy import load_policies
 from p2e_ledger_gateway.relay import RelayProcess
 from p2e_ledger_gateway.store import create_schema
+from p2e_ledger_gateway.writer_process import WriterConfig, WriterProcess
 from p2engine.ledger.v1 import ledger_service_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -49,10 +50,15 @@ class LedgerApp:
     ledger: Ledger
     publisher: OutboxPublisher | RelayProcess | None
     registrations: list[Registration]
+    writer: WriterProcess | None = None
     closed: bool = False
 
     async def close(self) -> None:
-        """Stop the publisher, the backend's client and the database; safe to call twice."""
+        """Stop the transfer writer, the publisher, the backend's client and the database;
+        safe to call twice."""
+        if self.writer is not None:
+            await self.writer.stop()
+            self.writer = None
         if self.publisher is not None:
             await self.publisher.stop()
             self.publisher = None
@@ -125,6 +131,7 @@ async def build_app(
             canton_transport=canton_transport,
         )
         await create_schema(db.engine)
+        writer = _start_writer(settings, config, db, options.currency)
     except Exception:
         if money is not None:
             await money.aclose()
@@ -137,7 +144,13 @@ async def build_app(
         else:
             publisher = relay.publisher(db, settings)
         publisher.start()
-    ledger = Ledger(db, options, money=money, on_outbox=publisher.notify if publisher else None)
+    ledger = Ledger(
+        db,
+        options,
+        money=money,
+        on_outbox=publisher.notify if publisher else None,
+        write_batch=writer.write if writer else None,
+    )
     servicer = LedgerApi(ledger)
     registrations = [
         Registration(
@@ -153,7 +166,21 @@ async def build_app(
         currency.asset,
         currency.scale,
     )
-    return LedgerApp(db, ledger, publisher, registrations)
+    return LedgerApp(db, ledger, publisher, registrations, writer)
+
+
+def _start_writer(
+    settings: Settings, config: LedgerConfig, db: Database, currency: Currency
+) -> WriterProcess | None:
+    """The transfer writer process, starting, if `transfer_writer` asks for one and it can
+    open the database (not an in-memory one) and write the money (the SQL backend)."""
+    if settings.transfer_writer != "process" or config.backend != "sql" or db.in_memory:
+        return None
+    writer = WriterProcess(
+        WriterConfig(settings.db_url, settings.db_retry_attempts, currency, settings.log_level)
+    )
+    writer.start()
+    return writer
 
 
 @asynccontextmanager

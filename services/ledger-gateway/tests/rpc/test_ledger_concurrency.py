@@ -2,7 +2,7 @@
 
 2000 distinct transfers among five agents from 50 concurrent clients, every fifth one also
 re-sent at the same time by another client (same request_id, same parameters). Run on
-SQLite and on PostgreSQL.
+SQLite and on PostgreSQL, through the transfer writer process (the default).
 """
 
 from __future__ import annotations
@@ -125,9 +125,9 @@ async def check(ledger, answers: dict[str, list]) -> None:
 
 
 async def test_concurrent_transfers_sqlite(make_settings, sqlite_url, serve_ledger) -> None:
-    await run_load(serve_ledger, make_settings(sqlite_url))
+    await run_load(serve_ledger, make_settings(sqlite_url, transfer_writer="process"))
 
 
 @pytest.mark.postgres
 async def test_concurrent_transfers_postgres(make_settings, postgres_url, serve_ledger) -> None:
-    await run_load(serve_ledger, make_settings(postgres_url))
+    await run_load(serve_ledger, make_settings(postgres_url, transfer_writer="process"))
