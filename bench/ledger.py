@@ -128,6 +128,7 @@ class Gateway(ServiceProcess):
         (config / "config.json").write_text(json.dumps({"ledger": ledger}))
         (config / "agents.yml").write_text("agents: []\n")
         port = free_port()
+        self.events = events
         env = {k: v for k, v in os.environ.items() if not k.startswith("P2E_")}
         env |= {
             "P2E_LEDGER_PORT": str(port),
@@ -155,6 +156,7 @@ async def grpc_cells(
             agent_ids=SPREAD_AGENTS + HOT_AGENTS, initial_balance=START_BALANCE
         )
         await ledger.InitWallets(init, metadata=OPERATOR, timeout=60)
+        await quiet(ledger, run_id, gateway.events)
 
         async def echo(_: int) -> None:
             await health.Check(health_pb2.HealthCheckRequest(), timeout=10)
@@ -180,6 +182,22 @@ async def grpc_cells(
     finally:
         await channel.close()
         await gateway.stop()
+
+
+async def quiet(
+    ledger: ledger_service_pb2_grpc.LedgerServiceStub, run_id: str, events: bool
+) -> None:
+    """Wait until the gateway's child processes are up and idle (the transfer writer has
+    written a first transfer, the outbox publisher has sent every event so far), so that
+    their start-up does not run beside the first cells."""
+    first = pb.CreateTransferRequest(to_agent=HOT_AGENTS[1], amount="0.01", request_id=run_id)
+    await ledger.CreateTransfer(first, metadata=caller_metadata("agent", HOT_AGENTS[0]), timeout=60)
+    for _ in range(600 if events else 0):
+        info = await ledger.GetDebugInfo(pb.GetDebugInfoRequest())
+        if info.outbox_pending == 0:
+            break
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(1.0)
 
 
 def transfer_ops(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
@@ -48,6 +49,9 @@ async def serve(
         max_message_bytes=settings.grpc_max_message_bytes,
     )
     await server.start()
+    # What start-up built (modules, the app) lives as long as the process: out of the
+    # collector's sight, a full collection no longer walks it in the middle of a request.
+    gc.freeze()
     await mark_serving(health, [r.service_name for r in registrations])
     log.info("%s serving on %s:%d", settings.service_name, settings.host, port)
     await run_until_signalled(

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import pickle
@@ -233,6 +234,7 @@ async def _child(stdin: asyncio.StreamReader, out: BinaryIO) -> None:
     db = Database(create_engine(config.database_url), retry_attempts=config.retry_attempts)
     money = SqlMoney(db, config.currency)
     currency = config.currency
+    gc.freeze()  # start-up's objects live as long as the child (see p2e_kit.service)
     try:
         send("ready", None)
         while True:

@@ -1,7 +1,8 @@
 """`TransferBatcher` against a fake batch writer (no database).
 
 Requests that arrive while a batch is written go together in the next one (at most
-`max_batch`); each caller gets its own outcome; a batch the database refuses is written
+`max_batch`), and under load the next batch waits while requests keep coming (never for a
+lone caller); each caller gets its own outcome; a batch the database refuses is written
 again one request at a time, unless the error is the service's own (then all get it).
 """
 
@@ -183,4 +184,50 @@ async def test_a_cancelled_caller_does_not_break_the_others() -> None:
     assert rid_of(await batcher.submit(item("r4"))) == "r4"
     rids = ["r1", "r2", "poison", "r3"]
     assert fake.batches == [["r0"], rids, *([rid] for rid in rids), ["r4"]]
+    await batcher.close()
+
+
+async def test_a_lone_caller_never_waits_to_gather() -> None:
+    fake = FakeWrite()
+    batcher = TransferBatcher(fake, gather_seconds=60, gather_step_seconds=60)
+    async with asyncio.timeout(5):  # a gathering wait would be a minute
+        for n in range(3):
+            assert rid_of(await batcher.submit(item(f"r{n}"))) == f"r{n}"
+    assert fake.batches == [["r0"], ["r1"], ["r2"]]
+    await batcher.close()
+
+
+async def test_under_load_the_next_batch_gathers_while_requests_keep_arriving() -> None:
+    fake = FakeWrite()
+    step = 0.2  # generous: each arrival below comes well within a step of the previous one
+    batcher = TransferBatcher(fake, gather_seconds=60, gather_step_seconds=step)
+    fake.gate.clear()
+    first = submit_all(batcher, item("r0"), item("r1"))
+    await spin()
+    assert fake.batches == [["r0", "r1"]]  # in flight, with company: the next one gathers
+    arrivals = submit_all(batcher, item("r2"))
+    async with asyncio.timeout(30):
+        fake.gate.set()
+        for n in range(3, 6):
+            await asyncio.sleep(step / 4)
+            arrivals += submit_all(batcher, item(f"r{n}"))
+        outcomes = await asyncio.gather(*first, *arrivals)
+    assert [rid_of(o) for o in outcomes] == [f"r{n}" for n in range(6)]
+    # r3..r5 arrived while gathering: one batch with r2, written once arrivals stopped.
+    assert fake.batches == [["r0", "r1"], ["r2", "r3", "r4", "r5"]]
+    await batcher.close()
+
+
+async def test_gathering_stops_at_max_batch() -> None:
+    fake = FakeWrite()
+    batcher = TransferBatcher(fake, max_batch=3, gather_seconds=60, gather_step_seconds=60)
+    fake.gate.clear()
+    first = submit_all(batcher, item("r0"), item("r1"))
+    await spin()
+    more = submit_all(batcher, *(item(f"r{n}") for n in range(2, 8)))
+    async with asyncio.timeout(5):  # full batches go without waiting for a (minute-long) step
+        fake.gate.set()
+        outcomes = await asyncio.gather(*first, *more)
+    assert [rid_of(o) for o in outcomes] == [f"r{n}" for n in range(8)]
+    assert fake.batches == [["r0", "r1"], ["r2", "r3", "r4"], ["r5", "r6", "r7"]]
     await batcher.close()
