@@ -14,6 +14,11 @@ time) is never cached and goes through SQLAlchemy as usual (`plan` returns None)
 anything a plan does not cover (callable defaults, escaped bind names, non-positional
 paramstyles, many parameter sets with RETURNING). The cache keeps the statements it keys on,
 so an id is never reused while cached, and is bounded (least recently used out).
+
+On PostgreSQL an INSERT of many rows can also run as one statement (`StatementPlans.arrays`):
+`INSERT ... SELECT FROM unnest($1::type[], ...) WITH ORDINALITY ORDER BY ordinality`, one
+array per column, so the server plans and runs one statement instead of one per row, and the
+rows are inserted (and take their serial ids) in the order given.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from sqlalchemy.engine import Result
 from sqlalchemy.engine.result import IteratorResult, SimpleResultMetaData
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.dml import Insert
 from sqlalchemy.sql.elements import BindParameter
 
 Params = Mapping[str, Any]
@@ -66,6 +72,11 @@ class Plan:
         self._keys = tuple(keys or ())
         self._processors = processors if processors and any(processors) else None
 
+    @property
+    def arg_keys(self) -> list[str]:
+        """The parameter key of each positional argument, in order."""
+        return [arg.key for arg in self._args]
+
     def args(self, params: Params | None) -> tuple[Any, ...]:
         values = []
         for arg in self._args:
@@ -91,6 +102,18 @@ class Plan:
         return PreparedResult(self._keys, out, rowcount)
 
 
+class ArrayInsert:
+    """A many-row INSERT as one PostgreSQL statement over one array per column."""
+
+    def __init__(self, sql: str, plan: Plan) -> None:
+        self.sql = sql
+        self.plan = plan
+
+    def args(self, rows: Sequence[Params]) -> list[list[Any]]:
+        """The column arrays of `rows` (each row's values as the plan builds them)."""
+        return [list(column) for column in zip(*(self.plan.args(row) for row in rows), strict=True)]
+
+
 class StatementPlans:
     """Plans for one dialect, by statement and parameter shape (bounded, LRU)."""
 
@@ -98,6 +121,7 @@ class StatementPlans:
         self.dialect = dialect
         self.size = size
         self._plans: OrderedDict[tuple[Any, ...], Plan | None] = OrderedDict()
+        self._arrays: OrderedDict[Plan, ArrayInsert | None] = OrderedDict()
         self._seen: OrderedDict[ClauseElement, None] = OrderedDict()
 
     def plan(self, statement: Any, params: Params | Sequence[Params] | None) -> Plan | None:
@@ -124,6 +148,40 @@ class StatementPlans:
         if len(self._plans) > self.size:
             self._plans.popitem(last=False)
         return plan
+
+    def arrays(self, statement: Any, plan: Plan) -> ArrayInsert | None:
+        """`plan` (an INSERT planned for many rows) as one statement over column arrays, on
+        PostgreSQL; None for anything else (run the plan once per row)."""
+        found = self._arrays.get(plan, _MISSING)
+        if found is _MISSING:
+            found = _array_insert(statement, self.dialect, plan)
+            self._arrays[plan] = found
+            if len(self._arrays) > self.size:
+                self._arrays.popitem(last=False)
+        return cast(ArrayInsert | None, found)
+
+
+def _array_insert(statement: Any, dialect: Dialect, plan: Plan) -> ArrayInsert | None:
+    if dialect.name != "postgresql" or not isinstance(statement, Insert) or plan.returns_rows:
+        return None
+    if statement._multi_values or statement._values or statement.select is not None:
+        return None
+    table = statement.table
+    preparer = dialect.identifier_preparer
+    names, arrays = [], []
+    for n, arg in enumerate(plan.arg_keys):
+        column = table.c.get(arg)
+        if column is None:
+            return None
+        names.append(preparer.format_column(column))
+        arrays.append(f"${n + 1}::{column.type.compile(dialect=dialect)}[]")
+    aliases = [f"c{n}" for n in range(len(names))]
+    sql = (
+        f"INSERT INTO {preparer.format_table(table)} ({', '.join(names)}) "
+        f"SELECT {', '.join(aliases)} FROM unnest({', '.join(arrays)}) "
+        f"WITH ORDINALITY AS u({', '.join(aliases)}, ordinality) ORDER BY ordinality"
+    )
+    return ArrayInsert(sql, plan)
 
 
 def _shape(params: Params | None) -> tuple[Any, ...]:

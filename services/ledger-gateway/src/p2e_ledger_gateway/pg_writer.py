@@ -8,8 +8,9 @@ one transaction on one connection (a unit that raises after it wrote rolls the g
 the others run again, see `_commit`), the audit head read by the group's first append
 and written once, the group's audit entries and outbox rows inserted together, one COMMIT;
 every caller hears of its outcome only after that COMMIT. Statements the units run again and
-again go straight to asyncpg through their plans (p2e_kit.prepared); anything else through
-SQLAlchemy on the same connection and transaction.
+again go straight to asyncpg through their plans (p2e_kit.prepared), an INSERT of many rows
+as one statement over column arrays; anything else through SQLAlchemy on the same connection
+and transaction.
 
 Several gateway processes on one database stay correct: each group takes its wallets' rows
 and the audit head with row locks; a deadlock or serialization failure aborts one group,
@@ -62,10 +63,17 @@ class GroupConnection:
         try:
             if plan is None:
                 return await self.async_connection.execute(statement, parameters, **kwargs)
+            arrays = None
+            if isinstance(parameters, list) and len(parameters) > 1:
+                arrays = self._plans.arrays(statement, plan)
             try:
+                if arrays is not None:  # many rows, one statement
+                    await self._driver.execute(arrays.sql, *arrays.args(parameters))
+                    return plan.result(None, len(parameters))
                 return await _run_plan(self._driver, plan, parameters)
             except Exception as exc:
-                raise _translated(self.async_connection, plan.sql, exc) from exc
+                sql = plan.sql if arrays is None else arrays.sql
+                raise _translated(self.async_connection, sql, exc) from exc
         except Exception:
             self.failures += 1
             raise
