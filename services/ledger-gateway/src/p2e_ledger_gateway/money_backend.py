@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from sqlalchemy import bindparam, insert, update
+from sqlalchemy import bindparam, insert, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from p2e_ledger_gateway import queries
@@ -116,6 +116,17 @@ _SET_WALLET = (
     )
 )
 
+# PostgreSQL: the changed wallets in one statement over arrays (one UPDATE per wallet costs
+# the server a statement each).
+_SET_WALLETS_FROM_ARRAYS = text(
+    f"UPDATE {wallets.name} AS w SET balance = u.balance, sent_count = u.sent, "
+    "received_count = u.received, last_activity_time = u.activity "
+    "FROM unnest(CAST(:wallet AS TEXT[]), CAST(:new_balance AS BIGINT[]), "
+    "CAST(:new_sent AS BIGINT[]), CAST(:new_received AS BIGINT[]), "
+    "CAST(:new_activity AS BIGINT[])) AS u(agent_id, balance, sent, received, activity) "
+    "WHERE w.agent_id = u.agent_id"
+)
+
 
 def _wallet_row(wallet: WalletRecord) -> dict[str, object]:
     return {
@@ -185,7 +196,11 @@ class SqlMoney:
     async def write_moves(self, conn: AsyncConnection, book: Book) -> None:
         if book.changed:
             rows = [_wallet_row(book.wallets[agent]) for agent in sorted(book.changed)]
-            await conn.execute(_SET_WALLET, rows)
+            if conn.dialect.name == "postgresql" and len(rows) > 1:
+                columns = {key: [row[key] for row in rows] for key in rows[0]}
+                await conn.execute(_SET_WALLETS_FROM_ARRAYS, columns)
+            else:
+                await conn.execute(_SET_WALLET, rows)
 
     async def already_moved(self, conn: AsyncConnection, record: TransferRecord) -> Moved | None:
         return None  # the move and its record commit in one transaction: no gap

@@ -32,9 +32,16 @@ EVENT = {Status.SETTLED: events.SETTLED, Status.FAILED: events.FAILED}
 Outcome = TransferRecord | P2EError
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest) -> str:
+    """Each test on SQLite and on PostgreSQL (whose writer runs the batch's statements over
+    arrays)."""
+    return request.getfixturevalue(f"{request.param}_url")
+
+
 @pytest.fixture
-async def ledger(sqlite_url: str) -> AsyncIterator[Ledger]:
-    db = Database(create_engine(sqlite_url))
+async def ledger(database_url: str) -> AsyncIterator[Ledger]:
+    db = Database(create_engine(database_url))
     await store.create_schema(db.engine)
     ledger = Ledger(db, LedgerOptions())
     await ledger.init_wallets(OPERATOR, ["a", "b", "c", "d"], "0.10", "")  # 10 minor units each
