@@ -267,7 +267,15 @@ class Bus:
             reply = json.loads(msg.data)
             if "error" in reply:
                 APIError.from_error(reply["error"])  # raises the matching error
-            future.set_result(PubAck.from_response(reply))
+            # The fields a PubAck has (PubAck.from_response looks each one up per message).
+            future.set_result(
+                PubAck(
+                    stream=reply["stream"],
+                    seq=reply["seq"],
+                    domain=reply.get("domain"),
+                    duplicate=reply.get("duplicate"),
+                )
+            )
         except Exception as exc:
             future.set_exception(exc)
 

@@ -20,6 +20,7 @@ other `message_type`, e.g. written by an earlier version) are sent as they are.
 
 from __future__ import annotations
 
+import functools
 import json
 from datetime import UTC, datetime
 from typing import Any
@@ -114,12 +115,17 @@ def _money_json(minor: int, currency: Currency) -> dict[str, str]:
 def _timestamp_json(micros: int) -> str:
     """RFC 3339 as protobuf's JSON mapping writes it: 0, 3 or 6 fraction digits."""
     seconds, micro = divmod(micros, 1_000_000)
-    text = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    text = _second_text(seconds)
     if micro == 0:
         return text + "Z"
     if micro % 1000 == 0:
         return f"{text}.{micro // 1000:03d}Z"
     return f"{text}.{micro:06d}Z"
+
+
+@functools.lru_cache(maxsize=64)  # events come in runs within the same second
+def _second_text(seconds: int) -> str:
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def artifact(event: str, record: TransferRecord, payload_json: str, now: int) -> Message:
@@ -143,27 +149,31 @@ def outbox_rows(
 ) -> list[dict[str, Any]]:
     """The messages announcing `event`, as dicts of subject, msg_id, message_type, body."""
     message = _event_message(event, record, currency, by)
+    body = message.SerializeToString()  # the payer's and the payee's copy are the same bytes
     art = artifact(event, record, event_json(event, record, currency, by), now)
-    sends: list[tuple[str, str, Message]] = [
-        (ledger_subject(event, record.from_agent), msg_id(record.id, event), message)
-    ]
+    ident = msg_id(record.id, event)
+    message_type = message.DESCRIPTOR.full_name
+    sends = [(ledger_subject(event, record.from_agent), ident, message_type, body)]
     if event == SETTLED:
-        payee_id = f"{msg_id(record.id, event)}:{record.to_agent}"
-        sends.append((ledger_subject(event, record.to_agent), payee_id, message))
+        payee_id = f"{ident}:{record.to_agent}"
+        sends.append((ledger_subject(event, record.to_agent), payee_id, message_type, body))
     conversation = record.conversation_id or SYSTEM_CONVERSATION
-    sends.append((artifact_subject(conversation, event), msg_id(record.id, event), art))
+    sends.append(
+        (artifact_subject(conversation, event), ident, ARTIFACT_TYPE, art.SerializeToString())
+    )
     return [
         {
             "subject": subject,
             "msg_id": ident,
-            "message_type": body.DESCRIPTOR.full_name,
-            "body": body.SerializeToString(),
+            "message_type": kind,
+            "body": data,
             "create_time": now,
         }
-        for subject, ident, body in sends
+        for subject, ident, kind, data in sends
     ]
 
 
+ARTIFACT_TYPE = artifacts_pb2.Artifact.DESCRIPTOR.full_name
 EVENT_ROW = "p2e.ledger.outbox.Event"  # the message_type of an outbox row standing for an event
 
 
@@ -197,9 +207,14 @@ def messages(
         return [(subject, body, message_type, message_id)]
     data = json.loads(body)
     record = TransferRecord.from_row(data["record"])
-    currency = Currency(asset=data["asset"], scale=data["scale"])
+    currency = _currency(data["asset"], data["scale"])
     rows = outbox_rows(data["event"], record, currency, data["time"], by=data["by"])
     return [(r["subject"], r["body"], r["message_type"], r["msg_id"]) for r in rows]
+
+
+@functools.lru_cache(maxsize=8)
+def _currency(asset: str, scale: int) -> Currency:
+    return Currency(asset=asset, scale=scale)
 
 
 def decode(message_type: str, body: bytes) -> Message:
