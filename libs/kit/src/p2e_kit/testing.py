@@ -4,6 +4,7 @@
 - `sqlite_url`: an async SQLite URL in a temp dir.
 - `postgres_url`: a fresh database on the PostgreSQL named by P2E_TEST_POSTGRES_URL
   (default the local server); skips when unreachable, fails instead when CI=true.
+- `pid_alive`, `pid_gone`, `pid_cmdline`: what /proc says of a process a test started.
 """
 
 from __future__ import annotations
@@ -84,3 +85,26 @@ def postgres_url() -> Iterator[str]:
         yield "postgresql+asyncpg://" + f"{base}/{name}".split("://", 1)[1]
     finally:
         asyncio.run(_drop_database(admin, name))
+
+
+def pid_alive(pid: int) -> bool:
+    """A process with this pid exists (a zombie too)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def pid_gone(pid: int) -> bool:
+    """The process no longer runs: no such pid, or a zombie nobody reaped (re-parented)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    state = next(line for line in status.splitlines() if line.startswith("State:"))
+    return state.split()[1] in ("Z", "X")
+
+
+def pid_cmdline(pid: int) -> bytes:
+    return Path(f"/proc/{pid}/cmdline").read_bytes()

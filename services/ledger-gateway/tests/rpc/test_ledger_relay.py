@@ -14,7 +14,6 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -22,6 +21,7 @@ from sqlalchemy import func, select, update
 from p2e_kit.bus import LEDGER, MSG_ID_HEADER, Bus, ledger_subject
 from p2e_kit.channels import Caller
 from p2e_kit.natsd import NatsServer
+from p2e_kit.testing import pid_alive, pid_cmdline
 from p2e_ledger_gateway.config import Settings
 from p2e_ledger_gateway.outbox import OutboxPublisher
 from p2e_ledger_gateway.relay import PipeMarks, RelayProcess
@@ -105,18 +105,6 @@ def child(relay: object) -> asyncio.subprocess.Process:
     return process
 
 
-def cmdline(pid: int) -> bytes:
-    return Path(f"/proc/{pid}/cmdline").read_bytes()
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 async def test_child_process_publishes_and_the_gateway_marks(
     make_settings: MakeSettings, sqlite_url: str, nats_server: NatsServer, bus: Bus
 ) -> None:
@@ -130,8 +118,8 @@ async def test_child_process_publishes_and_the_gateway_marks(
         assert sorted(messages) == sorted(expected(ids))
         assert isinstance(app.publisher, RelayProcess) and app.publisher.restarts == 0
         process = child(app.publisher)
-        assert process.returncode is None and alive(process.pid) and process.pid != os.getpid()
-        assert b"p2e_ledger_gateway.relay" in cmdline(process.pid)
+        assert process.returncode is None and pid_alive(process.pid) and process.pid != os.getpid()
+        assert b"p2e_ledger_gateway.relay" in pid_cmdline(process.pid)
 
 
 async def test_killed_child_is_restarted_and_every_event_arrives_once(
@@ -159,8 +147,8 @@ async def test_killed_child_is_restarted_and_every_event_arrives_once(
 
         await poll(restarted)
         new = child(relay)
-        assert relay.restarts == 1 and new.pid != old.pid and alive(new.pid)
-        assert old.returncode == -signal.SIGKILL and not alive(old.pid)
+        assert relay.restarts == 1 and new.pid != old.pid and pid_alive(new.pid)
+        assert old.returncode == -signal.SIGKILL and not pid_alive(old.pid)
         await all_marked(app, 4 * ROWS_PER_TRANSFER)
         messages = await stored(bus)
         assert len(messages) == len(set(messages)) == 8  # JetStream dropped the re-sent copies
@@ -182,7 +170,7 @@ async def test_child_exits_when_the_gateway_closes(
         finally:
             await app.close()
     assert process.returncode == 0  # it stopped on its own at EOF: not killed
-    assert not alive(process.pid)
+    assert not pid_alive(process.pid)
 
 
 async def test_child_exits_on_its_own_when_its_stdin_closes(
@@ -210,7 +198,7 @@ async def test_child_exits_on_its_own_when_its_stdin_closes(
                 assert await counts(app) == (ROWS_PER_TRANSFER, ROWS_PER_TRANSFER)
                 process.stdin.close()  # the gateway is gone
                 assert await process.wait() == 0
-            assert not alive(process.pid)
+            assert not pid_alive(process.pid)
         finally:
             if process.returncode is None:
                 process.kill()

@@ -42,6 +42,7 @@ from p2e_kit.errors import (
     PreconditionViolation,
 )
 from p2e_kit.status import decode
+from p2e_kit.testing import pid_alive, pid_cmdline, pid_gone
 from p2e_ledger_gateway.config import Settings
 from p2e_ledger_gateway.policy import NO_POLICY
 from p2e_ledger_gateway.records import Status, TransferRecord
@@ -61,28 +62,6 @@ OPERATOR = Caller("operator", "ops")
 
 
 # --- helpers -------------------------------------------------------------------------------
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def gone(pid: int) -> bool:
-    """The process no longer runs: no such pid, or a zombie nobody reaped (re-parented)."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return True
-    state = next(line for line in status.splitlines() if line.startswith("State:"))
-    return state.split()[1] in ("Z", "X")
-
-
-def cmdline(pid: int) -> bytes:
-    return Path(f"/proc/{pid}/cmdline").read_bytes()
 
 
 def parent_of(pid: int) -> int:
@@ -350,10 +329,10 @@ async def compare_with_inline(
             found = await script(h)
             process_ = child(writer)
             assert process_.pid == writer.pid and process_.pid != os.getpid()
-            assert b"p2e_ledger_gateway.writer_process" in cmdline(process_.pid)
+            assert b"p2e_ledger_gateway.writer_process" in pid_cmdline(process_.pid)
             assert writer.starts == 1
         # Leaving the served ledger stopped the child: at EOF, on its own, not killed.
-        assert process_.returncode == 0 and not alive(process_.pid)
+        assert process_.returncode == 0 and not pid_alive(process_.pid)
         assert h.app.writer is None
     check_script(expected)
     check_script(found)
@@ -425,12 +404,12 @@ async def test_child_killed_between_batches_is_replaced(
 
         os.kill(old.pid, signal.SIGKILL)
         await until(lambda: writer.pid is None, "the gateway saw its child die")
-        assert old.returncode == -signal.SIGKILL and not alive(old.pid)
+        assert old.returncode == -signal.SIGKILL and not pid_alive(old.pid)
 
         transfer = await h.pay("alice", "bob", "2", request_id="k2")
         assert transfer.from_balance_after.amount == "95.00" and not transfer.replayed
         new = child(writer)
-        assert writer.starts == 2 and new.pid != old.pid and alive(new.pid)
+        assert writer.starts == 2 and new.pid != old.pid and pid_alive(new.pid)
         assert (await h.balance("alice"), await h.balance("bob")) == ("95.00", "105.00")
         assert (await h.stub.VerifyAudit(pb.VerifyAuditRequest())).valid
 
@@ -477,7 +456,7 @@ async def test_child_killed_mid_batch_is_unavailable_and_the_retry_counts_once(
         assert answer["code"] == "UNAVAILABLE", answer
         assert answer["reason"] == "TRANSFER_WRITER_RESTARTED"
         assert "retry with the same request_id" in answer["message"]
-        assert old.returncode == -signal.SIGKILL and not alive(old.pid)
+        assert old.returncode == -signal.SIGKILL and not pid_alive(old.pid)
         assert writer.pid is None and writer.starts == 1
         assert (await h.balance("alice"), await h.balance("bob")) == ("99.00", "101.00")
 
@@ -510,7 +489,7 @@ async def test_closing_the_app_stops_the_child(
         finally:
             await app.close()
         assert app.writer is None and writer.pid is None
-        assert process.returncode == 0 and not alive(process.pid)
+        assert process.returncode == 0 and not pid_alive(process.pid)
         await app.close()  # twice is fine
 
 
@@ -556,19 +535,19 @@ async def test_child_exits_when_its_parent_dies(sqlite_url: str, tmp_path: Path)
         pid_text, kind, reason = line.split()
         pid = int(pid_text)
         assert (kind, reason) == ("NotFound", "WALLET_NOT_FOUND")  # one batch written
-        assert pid not in (parent.pid, os.getpid()) and alive(pid)
-        assert b"p2e_ledger_gateway.writer_process" in cmdline(pid)
+        assert pid not in (parent.pid, os.getpid()) and pid_alive(pid)
+        assert b"p2e_ledger_gateway.writer_process" in pid_cmdline(pid)
         assert parent_of(pid) == parent.pid
 
         parent.kill()  # kill -9: no chance to stop its child
         async with asyncio.timeout(10):
             assert await parent.wait() == -signal.SIGKILL
-        await until(lambda: gone(pid), f"writer child {pid} exits after its parent died", 10)
+        await until(lambda: pid_gone(pid), f"writer child {pid} exits after its parent died", 10)
     finally:
         if parent.returncode is None:
             parent.kill()
             await parent.wait()
-        if pid and not gone(pid):
+        if pid and not pid_gone(pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
 
