@@ -471,6 +471,72 @@ async def test_child_killed_mid_batch_is_unavailable_and_the_retry_counts_once(
         assert (await h.stub.VerifyAudit(pb.VerifyAuditRequest())).valid
 
 
+async def test_the_next_batch_waits_in_the_pipe_and_a_death_fails_only_unanswered_ones(
+    make_settings: MakeSettings, sqlite_url: str, serve_ledger: ServeLedger
+) -> None:
+    """While the child writes one batch (held here on SQLite's lock) the gateway sends it the
+    next (IN_FLIGHT = 2) and queues the rest; released, every batch settles in order. Killed
+    with two batches unanswered, both callers get UNAVAILABLE and the queued batch goes to a
+    new child."""
+    path = sqlite_url.split(":///", 1)[1]
+    async with (
+        asyncio.timeout(TIMEOUT),
+        serve_ledger(make_settings(sqlite_url, transfer_writer="process")) as h,
+    ):
+        writer = h.app.writer
+        assert isinstance(writer, WriterProcess)
+        await h.init("alice", "bob", "carol")
+        await h.pay("alice", "bob", "1", request_id="warm")  # the child is up
+        channel = grpc.aio.insecure_channel(h.address, options=[("grpc.enable_retries", 0)])
+        stub = ledger_service_pb2_grpc.LedgerServiceStub(channel)
+
+        def pay(payer: str, rid: str, amount: str) -> asyncio.Task[dict[str, Any]]:
+            request = pb.CreateTransferRequest(to_agent="carol", amount=amount, request_id=rid)
+            call = stub.CreateTransfer(request, metadata=h.agent(payer), timeout=20)
+            return asyncio.create_task(outcome(call))
+
+        async def three_held(suffix: str) -> list[asyncio.Task[dict[str, Any]]]:
+            first = pay("alice", f"a{suffix}", "1")
+            await until(lambda: writer.unanswered == 1, "the first batch was sent")
+            second = pay("bob", f"b{suffix}", "2")
+            await until(lambda: writer.unanswered == 2, "the second was sent before an answer")
+            third = pay("alice", f"c{suffix}", "3")
+            await asyncio.sleep(0.3)
+            assert writer.unanswered == 2  # the third waits in the gateway
+            assert not any(t.done() for t in (first, second, third))
+            return [first, second, third]
+
+        lock = sqlite3.connect(path, isolation_level=None, timeout=1)
+        try:
+            lock.execute("BEGIN IMMEDIATE")
+            held = await three_held("1")
+            lock.rollback()
+            answers = await asyncio.gather(*held)
+            assert [a["code"] for a in answers] == ["OK", "OK", "OK"], answers
+            assert writer.unanswered == 0 and writer.starts == 1
+            assert await h.balance("carol") == "106.00"
+
+            old = child(writer)
+            lock.execute("BEGIN IMMEDIATE")
+            held = await three_held("2")
+            os.kill(old.pid, signal.SIGKILL)
+            lost = await asyncio.gather(*held[:2])
+            assert [(a["code"], a["reason"]) for a in lost] == [
+                ("UNAVAILABLE", "TRANSFER_WRITER_RESTARTED")
+            ] * 2, lost
+            lock.rollback()
+            third = await held[2]
+        finally:
+            if lock.in_transaction:
+                lock.rollback()
+            lock.close()
+            await channel.close()
+        assert third["code"] == "OK" and writer.starts == 2 and child(writer).pid != old.pid
+        assert (await h.balance("alice"), await h.balance("bob")) == ("92.00", "99.00")
+        assert await h.balance("carol") == "109.00"
+        assert (await h.stub.VerifyAudit(pb.VerifyAuditRequest())).valid
+
+
 # --- 6. the child stops with its parent ---------------------------------------------------------
 
 
