@@ -19,25 +19,79 @@ On PostgreSQL an INSERT of many rows can also run as one statement (`StatementPl
 `INSERT ... SELECT FROM unnest($1::type[], ...) WITH ORDINALITY ORDER BY ordinality`, one
 array per column, so the server plans and runs one statement instead of one per row, and the
 rows are inserted (and take their serial ids) in the order given.
+
+A write whose result its caller never reads can be marked so (`unread_write`): a connection
+that defers such writes (the ledger's PostgreSQL writer) sends them with the next statement of
+the same transaction, as data-modifying CTEs of one statement (`with_unread`), saving a round
+trip each.
 """
 
 from __future__ import annotations
 
+import re
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import Dialect
 from sqlalchemy.engine import Result
 from sqlalchemy.engine.result import IteratorResult, SimpleResultMetaData
-from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql import ClauseElement, Executable
 from sqlalchemy.sql.compiler import SQLCompiler
-from sqlalchemy.sql.dml import Insert
+from sqlalchemy.sql.dml import Insert, UpdateBase
 from sqlalchemy.sql.elements import BindParameter
 
 Params = Mapping[str, Any]
 _MISSING = object()
+E = TypeVar("E", bound=Executable)
+
+UNREAD_WRITE = "p2e_unread_write"  # execution option: the table a write writes
+_PARAMETER = re.compile(r"\$(\d+)")
+
+
+def unread_write(statement: E, table: str = "") -> E:
+    """`statement`, marked as a write whose result its caller does not read (not even the
+    row count): it may be sent later, with the next statement of the same transaction.
+    `table`: the table it writes (found by itself for an INSERT, UPDATE or DELETE)."""
+    if not table:
+        if not isinstance(statement, UpdateBase):
+            raise TypeError("unread_write needs the table of a textual statement")
+        table = str(cast(Any, statement).table.name)
+    return cast(E, statement.execution_options(**{UNREAD_WRITE: table}))
+
+
+def unread_write_table(statement: Any) -> str | None:
+    """The table an `unread_write` statement writes; None for any other statement."""
+    if not isinstance(statement, Executable):
+        return None
+    return statement.get_execution_options().get(UNREAD_WRITE)
+
+
+def combinable(sql: str) -> bool:
+    """Whether `sql` (with $n parameters) can be one part of `with_unread`: no string
+    literals (a "$1" inside one would be renumbered) and no WITH of its own."""
+    return "'" not in sql and sql.lstrip()[:4].upper() != "WITH"
+
+
+def with_unread(
+    writes: Sequence[tuple[str, Sequence[Any]]], sql: str, args: Sequence[Any]
+) -> tuple[str, list[Any]]:
+    """One PostgreSQL statement: each of `writes` (sql, args) as a data-modifying CTE, then
+    `sql`; parameters renumbered in order. Every part sees the snapshot taken before any of
+    them ran: `sql` must not read what `writes` write."""
+    parts, combined = [], []
+    for n, (part, part_args) in enumerate(writes):
+        parts.append(f"w{n} AS ({_shifted(part, len(combined))})")
+        combined += part_args
+    main = _shifted(sql, len(combined))
+    return f"WITH {', '.join(parts)} {main}", [*combined, *args]
+
+
+def _shifted(sql: str, offset: int) -> str:
+    if not offset:
+        return sql
+    return _PARAMETER.sub(lambda m: f"${int(m.group(1)) + offset}", sql)
 
 
 class PreparedResult(IteratorResult[Any]):

@@ -29,6 +29,7 @@ from typing import Any
 from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from p2e_kit.prepared import unread_write
 from p2e_ledger_gateway.sqlite_thread import group_of
 from p2e_ledger_gateway.store import GENESIS_HASH, audit_events, audit_head, now_us
 
@@ -92,12 +93,12 @@ def entry_hash(prev_hash: str, row: Mapping[Any, Any]) -> str:
 
 _HEAD = select(audit_head.c.sequence, audit_head.c.hash).where(audit_head.c.id == 1)
 _HEAD_LOCKED = _HEAD.with_for_update()
-_HEAD_UPDATE = (
+_HEAD_UPDATE = unread_write(
     update(audit_head)
     .where(audit_head.c.id == 1)
     .values(sequence=bindparam("seq"), hash=bindparam("last"))
 )
-_INSERT = insert(audit_events)
+_INSERT = unread_write(insert(audit_events))
 _GROUP_KEY = "audit_head"
 
 

@@ -25,6 +25,7 @@ from typing import Protocol
 from sqlalchemy import bindparam, insert, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from p2e_kit.prepared import unread_write
 from p2e_ledger_gateway import queries
 from p2e_ledger_gateway.book import Book
 from p2e_ledger_gateway.database import Database
@@ -105,7 +106,7 @@ class MoneyBackend(Protocol):
     async def aclose(self) -> None: ...
 
 
-_SET_WALLET = (
+_SET_WALLET = unread_write(
     update(wallets)
     .where(wallets.c.agent_id == bindparam("wallet"))
     .values(
@@ -118,13 +119,16 @@ _SET_WALLET = (
 
 # PostgreSQL: the changed wallets in one statement over arrays (one UPDATE per wallet costs
 # the server a statement each).
-_SET_WALLETS_FROM_ARRAYS = text(
-    f"UPDATE {wallets.name} AS w SET balance = u.balance, sent_count = u.sent, "
-    "received_count = u.received, last_activity_time = u.activity "
-    "FROM unnest(CAST(:wallet AS TEXT[]), CAST(:new_balance AS BIGINT[]), "
-    "CAST(:new_sent AS BIGINT[]), CAST(:new_received AS BIGINT[]), "
-    "CAST(:new_activity AS BIGINT[])) AS u(agent_id, balance, sent, received, activity) "
-    "WHERE w.agent_id = u.agent_id"
+_SET_WALLETS_FROM_ARRAYS = unread_write(
+    text(
+        f"UPDATE {wallets.name} AS w SET balance = u.balance, sent_count = u.sent, "
+        "received_count = u.received, last_activity_time = u.activity "
+        "FROM unnest(CAST(:wallet AS TEXT[]), CAST(:new_balance AS BIGINT[]), "
+        "CAST(:new_sent AS BIGINT[]), CAST(:new_received AS BIGINT[]), "
+        "CAST(:new_activity AS BIGINT[])) AS u(agent_id, balance, sent, received, activity) "
+        "WHERE w.agent_id = u.agent_id"
+    ),
+    wallets.name,
 )
 
 

@@ -27,6 +27,7 @@ from p2e_kit.errors import (
     PreconditionViolation,
 )
 from p2e_kit.ids import new_id
+from p2e_kit.prepared import unread_write
 from p2e_ledger_gateway import audit, events
 from p2e_ledger_gateway.book import Book
 from p2e_ledger_gateway.money import Currency
@@ -76,8 +77,8 @@ _SPENT = (
     )
     .group_by(transfers.c.from_agent)
 )
-_INSERT_TRANSFER = insert(transfers)
-_INSERT_OUTBOX = insert(outbox)
+_INSERT_TRANSFER = unread_write(insert(transfers))
+_INSERT_OUTBOX = unread_write(insert(outbox))
 
 
 async def lock_wallets(conn: AsyncConnection, agent_ids: Iterable[str]) -> dict[str, WalletRecord]:
