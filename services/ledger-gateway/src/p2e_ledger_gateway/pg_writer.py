@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import threading
 from collections.abc import Awaitable, Callable, Sequence
@@ -110,15 +111,25 @@ class GroupConnection:
     def _reads_apart(self, statement: Executable, sql: str) -> bool:
         """Whether `statement` reads only plain tables none of the held-back writes writes
         (the parts of one statement all see the snapshot from before any of them)."""
-        if not isinstance(statement, Select) or not combinable(sql):
+        tables = _tables_read(statement)
+        if not tables or not combinable(sql):
             return False
-        froms = statement.get_final_froms()
-        written = {table for table, _, _ in self._unread}
-        return bool(froms) and all(isinstance(f, Table) and f.name not in written for f in froms)
+        return not any(table in tables for table, _, _ in self._unread)
 
     async def run_sync(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         await self.send_unread()
         return await self.async_connection.run_sync(fn, *args, **kwargs)
+
+
+@functools.lru_cache(maxsize=256)  # planned statements: module-level objects, few
+def _tables_read(statement: Executable) -> frozenset[str]:
+    """The tables a SELECT reads, if they are all plain tables; else none."""
+    if not isinstance(statement, Select):
+        return frozenset()
+    froms = statement.get_final_froms()
+    if not froms or not all(isinstance(f, Table) for f in froms):
+        return frozenset()
+    return frozenset(cast(Table, f).name for f in froms)
 
 
 async def _run_plan(
