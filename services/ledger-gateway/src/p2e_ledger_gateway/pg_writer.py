@@ -95,7 +95,8 @@ class GroupConnection:
             raise
 
     async def send_unread(self) -> None:
-        """Send the writes held back (`unread_write`) as one statement."""
+        """Send the writes held back (`unread_write`) as one statement. (If it fails, the
+        transaction is aborted; `writes` already counts them.)"""
         if not self._unread:
             return
         *first, (_, sql, args) = self._unread
@@ -105,7 +106,6 @@ class GroupConnection:
         try:
             await self._driver.execute(sql, *args)
         except Exception as exc:
-            self.failures += 1
             raise _translated(self.async_connection, sql, exc) from exc
 
     def _reads_apart(self, statement: Executable, sql: str) -> bool:

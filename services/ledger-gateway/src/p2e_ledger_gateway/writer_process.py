@@ -230,18 +230,20 @@ class WriterProcess:
                 answer = await read_frame(process.stdout)
                 if not answers:
                     log.error("transfer writer answered a batch it was not sent; restarting it")
-                    process.kill()
                     break
                 waiter = answers.popleft()
                 if not waiter.done():  # else its caller went away
                     waiter.set_result(answer)
         except (asyncio.IncompleteReadError, ConnectionError):
-            pass
+            pass  # it exited (stopped, or died)
+        except Exception:  # e.g. a frame that does not unpickle: the pipe is out of step
+            log.exception("transfer writer's answer unreadable; restarting it")
         finally:
-            with contextlib.suppress(TimeoutError):  # its output closed: it is exiting
-                async with asyncio.timeout(STOP_TIMEOUT_SECONDS):
-                    await process.wait()
-            await self._reap(process)
+            if process.stdout.at_eof():  # it closed its output: it is exiting
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(STOP_TIMEOUT_SECONDS):
+                        await process.wait()
+            await self._reap(process)  # kills it if still running
             while answers:
                 waiter = answers.popleft()
                 if not waiter.done():

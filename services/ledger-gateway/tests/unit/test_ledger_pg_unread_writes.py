@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from p2e_kit.prepared import StatementPlans, combinable, unread_write, with_unread
@@ -161,10 +161,12 @@ async def test_a_held_back_write_that_fails_fails_where_it_is_sent(
     ghost = [{"name": "a", "amount": 1}, {"name": "ghost", "amount": 1}]  # no such account
     await conn.execute(INSERT_MOVES, ghost)
     await conn.execute(SET_BALANCE, {"who": "a", "new_balance": 2})
-    assert conn.failures == 0
+    assert conn.failures == 0 and conn.writes == 2  # a unit that cannot be undone alone
     with pytest.raises(IntegrityError, match="foreign key"):
         await conn.send_unread()
-    assert conn.failures == 1
+    with pytest.raises(DBAPIError, match="aborted"):  # it went to the server
+        await conn.execute(READ_BALANCE, {"who": "a"})
+    assert conn.failures == 1  # the read
 
 
 async def test_a_failing_write_held_back_before_a_read_fails_the_read(
