@@ -140,3 +140,21 @@ async def test_unary_calls_get_the_default_deadline():
             assert 0 < float(tool.name) <= 3.0
             tool = await client.GetTool(tools_service_pb2.GetToolRequest(name="x"), timeout=30)
             assert float(tool.name) > 3.0
+
+
+async def test_every_call_of_a_method_is_mapped_not_only_the_first(stub):
+    """The wrapped handler is built at a method's first call and reused after it."""
+    client = tools_service_pb2_grpc.ToolServiceStub(stub)
+    health = health_pb2_grpc.HealthStub(stub)
+    for _ in range(3):
+        assert (await _fail(stub, "nope")).code() == grpc.StatusCode.NOT_FOUND
+        assert (await _fail(stub, "bad")).code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert (await _fail(stub, "crash")).code() == grpc.StatusCode.INTERNAL
+        who = await client.GetTool(
+            tools_service_pb2.GetToolRequest(name="whoami"),
+            metadata=caller_metadata("agent", "alpha"),
+            timeout=5,
+        )
+        assert who.name == "agent:alpha"
+        check = await health.Check(health_pb2.HealthCheckRequest(), timeout=5)
+        assert check.status == health_pb2.HealthCheckResponse.SERVING
