@@ -7,14 +7,8 @@ fixed cost; a lone caller never waits.
 One `transfers.create_many` per batch, in one write transaction: the wallets, the recorded
 request ids and the payers' spending are read once for the whole batch and its rows written
 with a few statements, instead of a dozen statements (and on PostgreSQL as many round trips)
-per transfer. A lone request is written at once and under load each batch takes everything
-that queued meanwhile (at most `max_batch`).
-
-At most `in_flight` batches are handed to the writer at a time (one by default). The
-transfer writer process takes two: it writes them one after the other, so the second one
-waits in its pipe while the first is written and its transaction starts the moment the
-first commits, instead of after the first's outcomes went back, were settled and the next
-batch was gathered (which left the writer idle about half of the time under load).
+per transfer. Batches run one at a time, so a lone request is written at once and under load
+each batch takes everything that queued meanwhile (at most `max_batch`).
 
 If the batch's transaction fails for a reason that is not retried (`Database.write` retries
 lock contention, deadlocks, serialization failures and lost unique races) and is not the
@@ -25,6 +19,7 @@ written again one by one, so one request the database refuses cannot fail the ot
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -35,7 +30,7 @@ from p2e_ledger_gateway.transfers import Item
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 256
-GATHER_SECONDS = 0.008  # at most this long gathering a batch under load
+GATHER_SECONDS = 0.002  # at most this long gathering a batch under load
 GATHER_STEP_SECONDS = 0.001  # ... while requests keep arriving at least this often
 
 Outcome = TransferRecord | P2EError
@@ -48,33 +43,31 @@ class TransferBatcher:
         write: WriteBatch,
         *,
         max_batch: int = MAX_BATCH,
-        in_flight: int = 1,
         gather_seconds: float = GATHER_SECONDS,
         gather_step_seconds: float = GATHER_STEP_SECONDS,
     ) -> None:
         self._write = write
         self.max_batch = max_batch
-        self.in_flight = in_flight
         self.gather_seconds = gather_seconds
         self.gather_step_seconds = gather_step_seconds
         self._queue: list[tuple[Item, asyncio.Future[Outcome]]] = []
-        self._lanes: set[asyncio.Task[None]] = set()  # each writes one batch at a time
+        self._task: asyncio.Task[None] | None = None
 
     async def submit(self, item: Item) -> Outcome:
         """The outcome of `item` (an error it must raise is returned, not raised)."""
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         self._queue.append((item, future))
-        self._lanes = {lane for lane in self._lanes if not lane.done()}
-        if len(self._lanes) < self.in_flight:
-            self._lanes.add(asyncio.create_task(self._drain(), name="ledger-transfer-batches"))
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._drain(), name="ledger-transfer-batches")
         return await future
 
     async def close(self) -> None:
-        while lanes := [lane for lane in self._lanes if not lane.done()]:
-            await asyncio.wait(lanes)
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
 
     async def _drain(self) -> None:
-        """One lane: batches from the queue, one at a time, until it is empty."""
         loaded = False
         while self._queue:
             if loaded:

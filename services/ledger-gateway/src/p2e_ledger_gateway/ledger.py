@@ -54,7 +54,6 @@ class Ledger:
         money: MoneyBackend | None = None,
         on_outbox: Callable[[], None] | None = None,
         write_batch: WriteBatch | None = None,
-        batches_in_flight: int = 1,
     ) -> None:
         self.db = db
         self.options = options
@@ -62,7 +61,7 @@ class Ledger:
         self.money: MoneyBackend = money or SqlMoney(db, options.currency)
         self._on_outbox = on_outbox or (lambda: None)
         self._write_batch = write_batch or self._write_batch_here
-        self._batcher = TransferBatcher(self._write_transfers, in_flight=batches_in_flight)
+        self._batcher = TransferBatcher(self._write_transfers)
 
     # --- wallets -------------------------------------------------------------------------
 

@@ -21,7 +21,7 @@ from p2e_kit.db import create_engine
 from p2e_kit.grpc_server import Registration
 from p2e_kit.service import serve
 from p2e_kit.settings import ServiceSettings
-from p2e_ledger_gateway import relay, writer_process
+from p2e_ledger_gateway import relay
 from p2e_ledger_gateway.api import LedgerApi
 from p2e_ledger_gateway.canton import CantonLedgerBackend, CantonSettings
 from p2e_ledger_gateway.canton_money import CantonMoney, check_currency
@@ -150,7 +150,6 @@ async def build_app(
         money=money,
         on_outbox=publisher.notify if publisher else None,
         write_batch=writer.write if writer else None,
-        batches_in_flight=writer_process.IN_FLIGHT if writer else 1,
     )
     servicer = LedgerApi(ledger)
     registrations = [

@@ -14,22 +14,19 @@ other changes.
 The pipe carries frames: a 4-byte big-endian length, then a pickle (both ends are this
 package, started by the gateway with its own interpreter). The first frame to the child is
 its `WriterConfig`; it answers `("ready", None)` once its database is open, then one answer
-per batch, in the order they came: `("ok", outcomes)`, `("refused", P2EError)` (e.g. the
-database is unavailable: every request of the batch gets it) or `("failed", text)` (an
-unexpected error: the batcher writes the batch again one by one). The child writes one batch
-at a time; the gateway may send the next before the answer to the last (`IN_FLIGHT`), and a
-reader task hands each answer to its batch. Closing the child's stdin stops it after the
-batches already sent.
+per batch: `("ok", outcomes)`, `("refused", P2EError)` (e.g. the database is unavailable:
+every request of the batch gets it) or `("failed", text)` (an unexpected error: the batcher
+writes the batch again one by one). Closing the child's stdin stops it after the batch in
+hand.
 
-If the child dies, the callers of the batches it had not answered get UNAVAILABLE (their
-transfers may have been recorded; a retry with the same request_id returns what was) and the
-next batch starts a new child.
+If the child dies mid-batch, the batch's callers get UNAVAILABLE (their transfers may have
+been recorded; a retry with the same request_id returns what was) and the next batch starts a
+new child.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import gc
 import logging
@@ -52,7 +49,6 @@ from p2e_ledger_gateway.money_backend import SqlMoney
 
 log = logging.getLogger(__name__)
 
-IN_FLIGHT = 2  # batches sent to the child and not yet answered
 START_TIMEOUT_SECONDS = 60.0
 STOP_TIMEOUT_SECONDS = 10.0
 _LENGTH = struct.Struct(">I")
@@ -89,9 +85,7 @@ class WriterProcess:
     def __init__(self, config: WriterConfig) -> None:
         self.config = config
         self._process: asyncio.subprocess.Process | None = None
-        self._lock = asyncio.Lock()  # one sender at a time: answers come back in send order
-        self._answers: collections.deque[asyncio.Future[Any]] = collections.deque()
-        self._reader: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
         self._starting: asyncio.Task[None] | None = None
         self._closed = False
         self.starts = 0
@@ -116,10 +110,20 @@ class WriterProcess:
                 raise DependencyUnavailable(
                     "the ledger-gateway is stopping", reason="TRANSFER_WRITER_STOPPED"
                 )
-            await self._send(data)
-            answer: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-            self._answers.append(answer)
-        kind, value = await answer
+            process = await self._send(data)
+            assert process.stdout is not None
+            try:
+                kind, value = await read_frame(process.stdout)
+            except (asyncio.IncompleteReadError, ConnectionError) as exc:
+                await self._reap(process)
+                raise DependencyUnavailable(
+                    "the ledger's transfer writer stopped during the transfer, which may have "
+                    "been recorded: retry with the same request_id",
+                    reason="TRANSFER_WRITER_RESTARTED",
+                ) from exc
+            except BaseException:  # cancelled mid-frame: the pipe is out of step
+                await self._reap(process)
+                raise
         if kind == "ok":
             return list(value)
         if kind == "refused":
@@ -143,8 +147,6 @@ class WriterProcess:
             try:
                 async with asyncio.timeout(STOP_TIMEOUT_SECONDS):
                     await process.wait()
-                    if self._reader is not None:
-                        await self._reader  # the answers to the batches sent before
             except TimeoutError:
                 log.warning("transfer writer did not stop in %ss; killed", STOP_TIMEOUT_SECONDS)
                 await self._reap(process)
@@ -170,11 +172,6 @@ class WriterProcess:
                 await self._reap(process)
                 raise
         raise AssertionError("unreachable")
-
-    @property
-    def unanswered(self) -> int:
-        """Batches sent to the child and not answered yet (at most `IN_FLIGHT`)."""
-        return sum(not answer.done() for answer in self._answers)
 
     @property
     def pid(self) -> int | None:
@@ -213,47 +210,7 @@ class WriterProcess:
             raise value if isinstance(value, P2EError) else WriterFailed(str(value))
         self._process = process
         self.starts += 1
-        self._answers = collections.deque()
-        self._reader = asyncio.create_task(
-            self._read_answers(process, self._answers), name="ledger-transfer-writer-answers"
-        )
         return process
-
-    async def _read_answers(
-        self, process: asyncio.subprocess.Process, answers: collections.deque[asyncio.Future[Any]]
-    ) -> None:
-        """Hand each of the child's answers to its batch, in order; when the child is gone,
-        the batches it did not answer get UNAVAILABLE."""
-        assert process.stdout is not None
-        try:
-            while True:
-                answer = await read_frame(process.stdout)
-                if not answers:
-                    log.error("transfer writer answered a batch it was not sent; restarting it")
-                    break
-                waiter = answers.popleft()
-                if not waiter.done():  # else its caller went away
-                    waiter.set_result(answer)
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass  # it exited (stopped, or died)
-        except Exception:  # e.g. a frame that does not unpickle: the pipe is out of step
-            log.exception("transfer writer's answer unreadable; restarting it")
-        finally:
-            if process.stdout.at_eof():  # it closed its output: it is exiting
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(STOP_TIMEOUT_SECONDS):
-                        await process.wait()
-            await self._reap(process)  # kills it if still running
-            while answers:
-                waiter = answers.popleft()
-                if not waiter.done():
-                    waiter.set_exception(
-                        DependencyUnavailable(
-                            "the ledger's transfer writer stopped during the transfer, which "
-                            "may have been recorded: retry with the same request_id",
-                            reason="TRANSFER_WRITER_RESTARTED",
-                        )
-                    )
 
     async def _reap(self, process: asyncio.subprocess.Process) -> None:
         if self._process is process:

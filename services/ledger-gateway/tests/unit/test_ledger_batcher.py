@@ -231,20 +231,3 @@ async def test_gathering_stops_at_max_batch() -> None:
     assert [rid_of(o) for o in outcomes] == [f"r{n}" for n in range(8)]
     assert fake.batches == [["r0", "r1"], ["r2", "r3", "r4"], ["r5", "r6", "r7"]]
     await batcher.close()
-
-
-async def test_with_two_in_flight_the_next_batch_goes_while_one_is_written() -> None:
-    fake = FakeWrite()
-    batcher = TransferBatcher(fake, in_flight=2, gather_seconds=0)
-    first = await hold_first(batcher, fake)
-    second = submit_all(batcher, item("r1"), item("r2"))
-    await spin()
-    assert fake.batches == [["r0"], ["r1", "r2"]]  # handed over before r0's answer
-    third = submit_all(batcher, item("r3"), item("r4"))
-    await spin()
-    assert len(fake.batches) == 2  # never more than two at a time
-    fake.gate.set()
-    outcomes = [await first, *[await t for t in second + third]]
-    assert [rid_of(o) for o in outcomes] == ["r0", "r1", "r2", "r3", "r4"]
-    assert fake.batches[2:] == [["r3", "r4"]]
-    await batcher.close()
