@@ -34,6 +34,8 @@ from sqlalchemy import Executable, Select, Table
 from sqlalchemy.engine import Result
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.sql import visitors
+from sqlalchemy.sql.elements import TextClause
 
 from p2e_kit.db import create_engine
 from p2e_kit.prepared import Plan, StatementPlans, combinable, unread_write_table, with_unread
@@ -123,13 +125,17 @@ class GroupConnection:
 
 @functools.lru_cache(maxsize=256)  # planned statements: module-level objects, few
 def _tables_read(statement: Executable) -> frozenset[str]:
-    """The tables a SELECT reads, if they are all plain tables; else none."""
+    """Every table a SELECT reads, its subqueries' too; none if it holds SQL text (which
+    may read anything)."""
     if not isinstance(statement, Select):
         return frozenset()
-    froms = statement.get_final_froms()
-    if not froms or not all(isinstance(f, Table) for f in froms):
-        return frozenset()
-    return frozenset(cast(Table, f).name for f in froms)
+    names: set[str] = set()
+    for element in visitors.iterate(statement):
+        if isinstance(element, TextClause):
+            return frozenset()
+        if isinstance(element, Table):
+            names.add(element.name)
+    return frozenset(names)
 
 
 async def _run_plan(

@@ -51,6 +51,9 @@ SET_HEAD = unread_write(sa.update(HEAD).where(HEAD.c.id == 1).values(seq=sa.bind
 READ_HEAD = sa.select(HEAD.c.seq).where(HEAD.c.id == 1).with_for_update()
 READ_MOVES = sa.select(MOVES.c.name, MOVES.c.amount).order_by(MOVES.c.id)
 READ_BALANCE = sa.select(ACCOUNTS.c.balance).where(ACCOUNTS.c.name == sa.bindparam("who"))
+READ_HEAD_IF_MOVED = sa.select(HEAD.c.seq).where(  # reads moves in a subquery
+    HEAD.c.id == 1, sa.exists().where(MOVES.c.name == sa.bindparam("who"))
+)
 
 pytestmark = pytest.mark.postgres
 
@@ -94,6 +97,7 @@ async def group(postgres_url: str) -> AsyncIterator[tuple[GroupConnection, Count
             (READ_HEAD, None),
             (READ_MOVES, None),
             (READ_BALANCE, {"who": "a"}),
+            (READ_HEAD_IF_MOVED, {"who": "a"}),
         ):
             plans.plan(statement, params)
         async with engine.connect() as conn:
@@ -136,6 +140,15 @@ async def test_a_read_of_a_written_table_sees_the_writes(
     await conn.execute(INSERT_MOVES, [{"name": "b", "amount": 9}, {"name": "a", "amount": 8}])
     rows = (await conn.execute(READ_MOVES)).all()
     assert [tuple(r) for r in rows] == [("b", 9), ("a", 8)]
+    assert len(sent.sent) == 2 and sent.sent[0].startswith("INSERT INTO moves")
+
+
+async def test_a_read_of_a_written_table_in_a_subquery_sees_the_writes(
+    group: tuple[GroupConnection, Counting],
+) -> None:
+    conn, sent = group
+    await conn.execute(INSERT_MOVES, [{"name": "b", "amount": 9}, {"name": "a", "amount": 8}])
+    assert (await conn.execute(READ_HEAD_IF_MOVED, {"who": "a"})).scalar_one() == 0
     assert len(sent.sent) == 2 and sent.sent[0].startswith("INSERT INTO moves")
 
 
