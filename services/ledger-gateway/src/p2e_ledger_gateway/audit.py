@@ -23,13 +23,13 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from p2e_kit.prepared import unread_write
+from p2e_ledger_gateway import rfc3339 as rfc3339_text
 from p2e_ledger_gateway.sqlite_thread import group_of
 from p2e_ledger_gateway.store import GENESIS_HASH, audit_events, audit_head, now_us
 
@@ -74,21 +74,45 @@ def canonical_json(data: Any) -> str:
 
 
 def rfc3339(micros: int) -> str:
-    return datetime.fromtimestamp(micros / 1_000_000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return rfc3339_text.micros_text(micros)
 
 
 def entry_hash(prev_hash: str, row: Mapping[Any, Any]) -> str:
     """The chain hash of one entry; raises ValueError when its payload is not JSON."""
-    entry = {
-        "sequence": row["sequence"],
-        "event_type": row["event_type"],
-        "actor": row["actor"],
-        "agent_id": row["agent_id"],
-        "transfer_id": row["transfer_id"],
-        "payload": json.loads(row["payload_json"]),
-        "create_time": rfc3339(row["create_time"]),
-    }
-    return hashlib.sha256((prev_hash + canonical_json(entry)).encode()).hexdigest()
+    return _hash(prev_hash, row, canonical_json(json.loads(row["payload_json"])))
+
+
+def _hash(prev_hash: str, row: Mapping[Any, Any], payload: str) -> str:
+    """`entry_hash` with the payload's canonical JSON at hand: the entry's canonical JSON is
+    written out key by key, in sorted order, around it (what `canonical_json` of the entry
+    with the decoded payload gives, without decoding and encoding the payload again)."""
+    text = "".join(
+        (
+            '{"actor":',
+            _json(row["actor"]),
+            ',"agent_id":',
+            _json(row["agent_id"]),
+            ',"create_time":"',
+            rfc3339(row["create_time"]),
+            '","event_type":',
+            _json(row["event_type"]),
+            ',"payload":',
+            payload,
+            ',"sequence":',
+            _json(row["sequence"]),
+            ',"transfer_id":',
+            _json(row["transfer_id"]),
+            "}",
+        )
+    )
+    return hashlib.sha256((prev_hash + text).encode()).hexdigest()
+
+
+def _json(value: Any) -> str:
+    return _string(value) if type(value) is str else canonical_json(value)
+
+
+_string = json.encoder.encode_basestring  # a str as JSON, non-ASCII kept (ensure_ascii=False)
 
 
 _HEAD = select(audit_head.c.sequence, audit_head.c.hash).where(audit_head.c.id == 1)
@@ -135,7 +159,7 @@ async def append(
             "create_time": stamp,
             "prev_hash": prev,
         }
-        row["hash"] = prev = entry_hash(prev, row)
+        row["hash"] = prev = _hash(prev, row, row["payload_json"])
         rows.append(row)
     if group is None:
         await conn.execute(_INSERT, rows)

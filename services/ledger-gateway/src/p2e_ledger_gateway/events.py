@@ -22,13 +22,12 @@ from __future__ import annotations
 
 import functools
 import json
-from datetime import UTC, datetime
 from typing import Any
 
 from google.protobuf.message import Message
 
 from p2e_kit.bus import artifact_subject, ledger_subject
-from p2e_ledger_gateway import convert
+from p2e_ledger_gateway import convert, rfc3339
 from p2e_ledger_gateway.money import Currency
 from p2e_ledger_gateway.records import Status, TransferRecord
 from p2engine.artifacts.v1 import artifacts_pb2
@@ -115,17 +114,12 @@ def _money_json(minor: int, currency: Currency) -> dict[str, str]:
 def _timestamp_json(micros: int) -> str:
     """RFC 3339 as protobuf's JSON mapping writes it: 0, 3 or 6 fraction digits."""
     seconds, micro = divmod(micros, 1_000_000)
-    text = _second_text(seconds)
+    text = rfc3339.seconds_text(seconds)
     if micro == 0:
         return text + "Z"
     if micro % 1000 == 0:
         return f"{text}.{micro // 1000:03d}Z"
     return f"{text}.{micro:06d}Z"
-
-
-@functools.lru_cache(maxsize=64)  # events come in runs within the same second
-def _second_text(seconds: int) -> str:
-    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def artifact(event: str, record: TransferRecord, payload_json: str, now: int) -> Message:

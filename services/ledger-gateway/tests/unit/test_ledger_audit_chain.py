@@ -4,8 +4,12 @@ import asyncio
 import hashlib
 import json
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import Executable, delete, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -51,12 +55,66 @@ async def test_hash_formula_is_the_documented_one(db: Database) -> None:
         "agent_id": "a1",
         "transfer_id": "tr_1",
         "payload": {"amount": "1.00", "note": "ünïcode"},
-        "create_time": audit.rfc3339(first["create_time"]),
+        "create_time": documented_time(first["create_time"]),
     }
     canonical = json.dumps(entry, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     assert first["prev_hash"] == GENESIS_HASH
     assert first["hash"] == hashlib.sha256((GENESIS_HASH + canonical).encode()).hexdigest()
     assert rows[1]._mapping["prev_hash"] == first["hash"]
+
+
+def documented_time(micros: int) -> str:
+    return datetime.fromtimestamp(micros / 1_000_000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def documented_hash(prev_hash: str, row: dict[str, Any]) -> str:
+    entry = {
+        "sequence": row["sequence"],
+        "event_type": row["event_type"],
+        "actor": row["actor"],
+        "agent_id": row["agent_id"],
+        "transfer_id": row["transfer_id"],
+        "payload": json.loads(row["payload_json"]),
+        "create_time": documented_time(row["create_time"]),
+    }
+    canonical = json.dumps(entry, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256((prev_hash + canonical).encode()).hexdigest()
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    sequence=st.integers(1, 2**53),
+    names=st.lists(st.text(), min_size=4, max_size=4),
+    payload=st.dictionaries(st.text(), st.text() | st.integers() | st.none(), max_size=6),
+    micros=st.integers(0, 4_102_444_800_000_000),  # up to 2100
+    spaced=st.booleans(),
+)
+def test_entry_hash_is_the_documented_formula(
+    sequence: int, names: list[str], payload: dict[str, Any], micros: int, spaced: bool
+) -> None:
+    """Whatever the text (quotes, control characters, non-ASCII) and however the stored
+    payload is spaced, the hash is sha256(prev || json.dumps(entry, sort_keys, compact))."""
+    row = {
+        "sequence": sequence,
+        "event_type": names[0],
+        "actor": names[1],
+        "agent_id": names[2],
+        "transfer_id": names[3],
+        "payload_json": json.dumps(payload, indent=1 if spaced else None),
+        "create_time": micros,
+    }
+    assert audit.entry_hash(GENESIS_HASH, row) == documented_hash(GENESIS_HASH, row)
+    assert audit.rfc3339(micros) == documented_time(micros)
+
+
+async def test_appended_entries_hash_as_documented(db: Database) -> None:
+    payload = {"q": 'a "quoted"\n\u2028 line', "z": "ünïcode ✓", "a": ""}
+    event = {"event_type": "transfer_failed", "actor": 'operator:"x"', "payload": payload}
+    await db.write(lambda conn: audit.append(conn, [event]))
+    query = select(audit_events).order_by(audit_events.c.sequence.desc()).limit(1)
+    row = dict((await db.read(lambda c: c.execute(query))).one()._mapping)
+    assert row["hash"] == documented_hash(row["prev_hash"], row)
+    assert json.loads(row["payload_json"]) == payload
 
 
 async def tamper(db: Database, statement: Executable) -> None:
