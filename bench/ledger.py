@@ -7,8 +7,9 @@ publishing its outbox to a nats-server started here, as deployed), so the client
 the server do not share an event loop. Measured in the same run, each cell for `--seconds`:
 
   echo      gRPC unary Health.Check on that ledger-gateway process, 1 / 8 / 64 clients;
-            64 clients once more after the transfer cells: the shares use the mean of the
-            two (one 3-second echo cell varies by +-15% on a busy 2-core machine)
+            at 64 clients right before and right after each transfer cell, and a transfer
+            cell's share is of the mean of the echo cells beside it (the machine's speed
+            drifts by +-20% over minutes on a busy 2-core VM)
   spread    CreateTransfer between random pairs of 1,000 agents, 1 / 8 / 64 clients
   hot       CreateTransfer around a cycle of 3 agents (a->b->c->a), 1 / 8 / 64 clients
   raw sql   one transfer per transaction, without gRPC, batching, idempotency or policy,
@@ -164,12 +165,12 @@ async def grpc_cells(
             await health.Check(health_pb2.HealthCheckRequest(), timeout=10)
 
         cells = []
-        plan = [
-            (name, op, clients)
-            for name, op in (("echo", lambda _clients: echo), *transfer_ops(ledger, run_id))
-            for clients in CONCURRENCY
-        ]
-        plan.append(("echo", lambda _clients: echo, CONCURRENCY[-1]))  # the bar, once more
+        paths = (("echo", lambda _clients: echo), *transfer_ops(ledger, run_id))
+        *fewer, most = CONCURRENCY
+        plan = [(name, op, clients) for name, op in paths for clients in fewer]
+        for name, op in paths[1:]:  # at the most clients: echo, transfers, echo, transfers, echo
+            plan += [(*paths[0], most), (name, op, most)]
+        plan.append((*paths[0], most))
         for name, op, clients in plan:
             result = await measure(op(clients), clients, seconds)
             cells.append(Cell(database, name, clients, *result))
@@ -335,12 +336,26 @@ async def postgres_databases(admin_url: str, count: int) -> AsyncIterator[list[s
         await conn.close()
 
 
+def bars(cells: list[Cell]) -> dict[Cell, float]:
+    """Each transfer cell's bar: the mean rate of the echo cells of its database and client
+    count nearest before and after it in the run."""
+    bar = {}
+    for i, c in enumerate(cells):
+        if c.path not in ("spread", "hot"):
+            continue
+
+        def same(e: Cell, c: Cell = c) -> bool:
+            return e.path == "echo" and (e.database, e.clients) == (c.database, c.clients)
+
+        before = next((e for e in reversed(cells[:i]) if same(e)), None)
+        after = next((e for e in cells[i + 1 :] if same(e)), None)
+        rates = [e.rate for e in (before, after) if e is not None]
+        bar[c] = sum(rates) / len(rates)
+    return bar
+
+
 def report(cells: list[Cell], checks: dict[str, dict[str, object]], loads: list[str]) -> None:
-    echoes: dict[tuple[str, int], list[float]] = {}
-    for c in cells:
-        if c.path == "echo":
-            echoes.setdefault((c.database, c.clients), []).append(c.rate)
-    echo = {key: sum(rates) / len(rates) for key, rates in echoes.items()}
+    echo = bars(cells)
     raw = {(c.database, c.path[4:], c.clients): c.rate for c in cells if c.path.startswith("raw")}
     print(
         f"\n{'database':<10}{'path':<12}{'clients':>8}{'per s':>10}{'p50 ms':>9}"
@@ -349,7 +364,7 @@ def report(cells: list[Cell], checks: dict[str, dict[str, object]], loads: list[
     for c in cells:
         of_echo = of_raw = ""
         if c.path in ("spread", "hot"):
-            of_echo = f"{100 * c.rate / echo[(c.database, c.clients)]:.0f}%"
+            of_echo = f"{100 * c.rate / echo[c]:.0f}%"
             floor = raw.get((c.database, c.path, c.clients))
             of_raw = f"{100 * c.rate / floor:.0f}%" if floor else ""
         print(
@@ -360,7 +375,7 @@ def report(cells: list[Cell], checks: dict[str, dict[str, object]], loads: list[
     for c in cells:
         if c.clients != 64 or c.path not in ("spread", "hot"):
             continue
-        share, need = c.rate / echo[(c.database, 64)], TARGET_SHARE[c.database]
+        share, need = c.rate / echo[c], TARGET_SHARE[c.database]
         verdict = "met" if share >= need and c.p99 < TARGET_P99_MS else "MISSED"
         print(
             f"  {c.database:<9}{c.path:<7}{100 * share:5.1f}% of echo (target {100 * need:.0f}%)"
