@@ -29,8 +29,8 @@ from p2e_kit.errors import (
     Unimplemented,
 )
 from p2e_kit.grpc_server import Registration
-from p2e_kit.natsd import free_port
 from p2e_kit.service import grpc_serving
+from p2e_kit.stackenv import isolated_stack_env
 from p2engine.artifacts.v1 import artifacts_pb2, artifacts_service_pb2, artifacts_service_pb2_grpc
 from p2engine.common.v1 import common_pb2
 from p2engine.evaluator.v1 import evaluator_pb2, evaluator_service_pb2, evaluator_service_pb2_grpc
@@ -52,15 +52,7 @@ def caller_of(context: Any) -> str:
 @pytest.fixture
 def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, str]:
     """Free ports for everything; returns the variables set."""
-    env = {
-        "P2E_DATA_DIR": str(tmp_path / "data"),
-        "P2E_CONFIG_DIR": str(tmp_path / "config"),
-        "P2E_NATS_URL": f"nats://127.0.0.1:{free_port()}",
-    }
-    for service in endpoints.SERVICES:
-        port = free_port()
-        env[service.port_env] = str(port)
-        env[service.addr_env] = f"127.0.0.1:{port}"
+    env = isolated_stack_env(tmp_path / "data", tmp_path / "config")
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("USER", "tester")

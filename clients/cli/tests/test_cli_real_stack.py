@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from p2e_cli import endpoints
-from p2e_kit.natsd import free_port
+from p2e_kit.stackenv import isolated_stack_env
 
 pytestmark = pytest.mark.e2e
 
@@ -40,17 +40,8 @@ def p2engine(
 def stack_env(data_dir: Path) -> dict[str, str]:
     """The environment of a stack of our own: temp data folder, free ports."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("P2E_")}
-    env.update(
-        P2E_DATA_DIR=str(data_dir),
-        P2E_CONFIG_DIR=str(REPO / "config"),
-        P2E_NATS_URL=f"nats://127.0.0.1:{free_port()}",
-        P2E_LLM_OFFLINE_ONLY="1",
-        USER="tester",
-    )
-    for service in endpoints.SERVICES:
-        port = free_port()
-        env[service.port_env] = str(port)
-        env[service.addr_env] = f"127.0.0.1:{port}"
+    env.update(isolated_stack_env(data_dir, REPO / "config"))
+    env.update(P2E_LLM_OFFLINE_ONLY="1", USER="tester")
     return env
 
 

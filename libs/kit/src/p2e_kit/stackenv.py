@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from p2e_kit.natsd import free_port
+from p2e_kit.natsd import free_ports
 
 # settings prefix and client-address variable of each service
 SERVICE_ENV = {
@@ -18,13 +18,13 @@ SERVICE_ENV = {
 
 def isolated_stack_env(data_dir: Path, config_dir: Path) -> dict[str, str]:
     """Variables that put every port of a local stack on a free one and its files in data_dir."""
+    nats_port, *ports = free_ports(1 + len(SERVICE_ENV))
     env = {
         "P2E_DATA_DIR": str(data_dir),
         "P2E_CONFIG_DIR": str(config_dir),
-        "P2E_NATS_URL": f"nats://127.0.0.1:{free_port()}",
+        "P2E_NATS_URL": f"nats://127.0.0.1:{nats_port}",
     }
-    for prefix, addr_var in SERVICE_ENV.values():
-        port = free_port()
+    for (prefix, addr_var), port in zip(SERVICE_ENV.values(), ports, strict=True):
         env[f"{prefix}PORT"] = str(port)
         env[addr_var] = f"127.0.0.1:{port}"
     return env
