@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 
 RETRY_DELAY_SECONDS = 2.0
 BURST_FETCH_SECONDS = 0.05
+FIRST_KEEP_ALIVE_SECONDS = 0.2
+MIN_KEEP_ALIVE_SECONDS = 0.2
 
 
 class ToolWorker:
@@ -142,11 +144,15 @@ class ToolWorker:
         await _settle(msg.ack)
 
     async def _keep_alive(self, msg: Any) -> None:
-        """Tell JetStream the call is still running, well before AckWait runs out."""
-        interval = max(self._consumer.ack_wait_seconds / 3, 0.5)
+        """Tell JetStream the call is still running: soon after it starts (AckWait has been
+        running since the message was delivered, and a busy worker may have taken a while to
+        get to it), then three times per AckWait. A call done within the first
+        FIRST_KEEP_ALIVE_SECONDS sends none."""
+        interval = max(self._consumer.ack_wait_seconds / 3, MIN_KEEP_ALIVE_SECONDS)
+        await asyncio.sleep(min(FIRST_KEEP_ALIVE_SECONDS, interval))
         while True:
-            await asyncio.sleep(interval)
             await _settle(msg.in_progress)
+            await asyncio.sleep(interval)
 
 
 async def _settle(action: Any, **kwargs: Any) -> None:
