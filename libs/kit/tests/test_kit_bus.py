@@ -93,3 +93,22 @@ async def test_publish_batch_acks_each_message_in_order(bus):
     assert await bus.publish_batch([]) == []
     single = await bus.publish_bytes(tool_exec_subject("get_weather"), body, kind, "one")
     assert single.seq == acks[49].seq + 1
+
+
+async def test_publish_batch_times_out_only_the_messages_without_an_ack(bus):
+    await bus.ensure_streams()
+    silent = await bus.nc.subscribe("p2e.silent.listener")  # a responder that never acks
+    body = events_pb2.ToolExecutionRequested(call_id="t1").SerializeToString()
+    kind = "p2engine.tools.v1.ToolExecutionRequested"
+    batch = [
+        (tool_exec_subject("get_weather"), body, kind, "timeout-0"),
+        ("p2e.silent.listener", body, kind, "timeout-1"),
+        (tool_exec_subject("get_weather"), body, kind, "timeout-2"),
+    ]
+    first, lost, last = await bus.publish_batch(batch, ack_timeout=0.3)
+    assert not isinstance(first, BaseException) and not isinstance(last, BaseException)
+    assert last.seq == first.seq + 1
+    assert isinstance(lost, TimeoutError) and "no PubAck within 0.3s" in str(lost)
+    await silent.unsubscribe()
+    again = await bus.publish_bytes(tool_exec_subject("get_weather"), body, kind, "timeout-3")
+    assert again.seq == last.seq + 1  # the bus goes on after a timed-out batch

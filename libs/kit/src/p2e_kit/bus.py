@@ -12,7 +12,7 @@ import itertools
 import json
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -139,6 +139,50 @@ ARTIFACT_STORE_INDEX = ConsumerSpec(
 ROLLOUT_WORKER = ConsumerSpec("evaluator_rollout_runs", ROLLOUTS, "p2e.rollouts.run.>", 300.0, 3)
 
 
+class _AckBatch:
+    """The PubAcks (or errors) of one `publish_batch`, and a future done when all are in."""
+
+    __slots__ = ("done", "outcomes", "waiting")
+
+    def __init__(self, size: int, done: asyncio.Future[None]) -> None:
+        self.outcomes: list[PubAck | BaseException | None] = [None] * size
+        self.waiting = size
+        self.done = done
+
+    def settle(self, index: int, outcome: PubAck | BaseException) -> None:
+        if self.outcomes[index] is None:
+            self.outcomes[index] = outcome
+            self.waiting -= 1
+            if self.waiting == 0 and not self.done.done():
+                self.done.set_result(None)
+
+
+def _ack_reader() -> Callable[[Msg], PubAck | BaseException]:
+    """What reads a JetStream publish's reply: its PubAck, or the error it reports (nats-py's
+    names bound once, not looked up per ack)."""
+    from nats.js.api import PubAck
+    from nats.js.errors import APIError, NoStreamResponseError
+
+    def read(msg: Msg) -> PubAck | BaseException:
+        if msg.headers and msg.headers.get("Status") == "503":  # no stream has the subject
+            return NoStreamResponseError()
+        try:
+            reply = json.loads(msg.data)
+            if "error" in reply:
+                APIError.from_error(reply["error"])  # raises the matching error
+            # The fields a PubAck has (PubAck.from_response looks each one up per message).
+            return PubAck(
+                stream=reply["stream"],
+                seq=reply["seq"],
+                domain=reply.get("domain"),
+                duplicate=reply.get("duplicate"),
+            )
+        except Exception as exc:
+            return exc
+
+    return read
+
+
 class Bus:
     """A connected NATS client with its JetStream context."""
 
@@ -147,7 +191,8 @@ class Bus:
         self.js = js
         self._ack_prefix: str | None = None
         self._ack_tokens = itertools.count(1)
-        self._acks: dict[str, asyncio.Future[PubAck]] = {}
+        self._acks: dict[str, tuple[_AckBatch, int]] = {}
+        self._read_ack = _ack_reader()
 
     async def ensure_streams(self, streams: tuple[StreamSpec, ...] = STREAMS) -> None:
         """Create or update every stream; safe to run at every start-up, by every service."""
@@ -212,39 +257,34 @@ class Bus:
 
         Each message carries a reply subject of this Bus's own ack inbox (one subscription,
         made at the first publish), so a publish costs one write and one reply, without a
-        request's per-message inbox, timer and task (nats-py's `js.publish`).
+        request's per-message inbox, timer and task (nats-py's `js.publish`); the batch
+        waits on one future, settled by the last of its acks.
         Fails at once (nats.errors.ConnectionReconnectingError) while the connection is down.
         """
         from nats.errors import ConnectionReconnectingError
 
         if not self.nc.is_connected:
             raise ConnectionReconnectingError()
+        if not messages:
+            return []
         prefix = await self._ack_inbox()
-        loop = asyncio.get_running_loop()
-        futures: list[asyncio.Future[PubAck]] = []
+        batch = _AckBatch(len(messages), asyncio.get_running_loop().create_future())
         tokens: list[str] = []
-        for subject, body, message_type, msg_id in messages:
-            token = str(next(self._ack_tokens))
-            future: asyncio.Future[PubAck] = loop.create_future()
-            self._acks[token] = future
-            futures.append(future)
-            tokens.append(token)
-            headers = {MSG_ID_HEADER: msg_id, TYPE_HEADER: message_type}
-            await self.nc.publish(subject, body, reply=f"{prefix}.{token}", headers=headers)
         try:
-            if futures:
-                await asyncio.wait(futures, timeout=ack_timeout)
+            for index, (subject, body, message_type, msg_id) in enumerate(messages):
+                token = str(next(self._ack_tokens))
+                self._acks[token] = (batch, index)
+                tokens.append(token)
+                headers = {MSG_ID_HEADER: msg_id, TYPE_HEADER: message_type}
+                await self.nc.publish(subject, body, reply=f"{prefix}.{token}", headers=headers)
+            await asyncio.wait([batch.done], timeout=ack_timeout)
         finally:
             for token in tokens:
                 self._acks.pop(token, None)
-        outcomes: list[PubAck | BaseException] = []
-        for future in futures:
-            if not future.done():
-                future.cancel()
-                outcomes.append(TimeoutError(f"nats: no PubAck within {ack_timeout:g}s"))
-            else:
-                outcomes.append(future.exception() or future.result())
-        return outcomes
+        return [
+            TimeoutError(f"nats: no PubAck within {ack_timeout:g}s") if outcome is None else outcome
+            for outcome in batch.outcomes
+        ]
 
     async def _ack_inbox(self) -> str:
         if self._ack_prefix is None:
@@ -254,30 +294,10 @@ class Bus:
         return self._ack_prefix
 
     async def _on_ack(self, msg: Msg) -> None:
-        from nats.js.api import PubAck
-        from nats.js.errors import APIError, NoStreamResponseError
-
-        future = self._acks.pop(msg.subject.rsplit(".", 1)[-1], None)
-        if future is None or future.done():
-            return
-        if msg.headers and msg.headers.get("Status") == "503":  # no stream has the subject
-            future.set_exception(NoStreamResponseError())
-            return
-        try:
-            reply = json.loads(msg.data)
-            if "error" in reply:
-                APIError.from_error(reply["error"])  # raises the matching error
-            # The fields a PubAck has (PubAck.from_response looks each one up per message).
-            future.set_result(
-                PubAck(
-                    stream=reply["stream"],
-                    seq=reply["seq"],
-                    domain=reply.get("domain"),
-                    duplicate=reply.get("duplicate"),
-                )
-            )
-        except Exception as exc:
-            future.set_exception(exc)
+        waiting = self._acks.pop(msg.subject.rsplit(".", 1)[-1], None)
+        if waiting is not None:
+            batch, index = waiting
+            batch.settle(index, self._read_ack(msg))
 
     async def close(self) -> None:
         if not self.nc.is_closed:
