@@ -112,3 +112,64 @@ async def test_publish_batch_times_out_only_the_messages_without_an_ack(bus):
     await silent.unsubscribe()
     again = await bus.publish_bytes(tool_exec_subject("get_weather"), body, kind, "timeout-3")
     assert again.seq == last.seq + 1  # the bus goes on after a timed-out batch
+
+
+async def test_publish_batch_refuses_a_malformed_message_before_sending_any(bus):
+    await bus.ensure_streams()
+    body = events_pb2.ToolExecutionRequested(call_id="m1").SerializeToString()
+    kind = "p2engine.tools.v1.ToolExecutionRequested"
+    before = await bus.publish_bytes(tool_exec_subject("get_weather"), body, kind, "malformed-0")
+    good = (tool_exec_subject("get_weather"), body, kind, "malformed-1")
+    with pytest.raises(ValueError, match="whitespace"):
+        await bus.publish_batch([good, (tool_exec_subject("x"), body, kind, "two\r\nwords")])
+    with pytest.raises(ValueError, match="whitespace"):
+        await bus.publish_batch([good, ("p2e.tools.exec.a b", body, kind, "malformed-2")])
+    too_big = b"x" * (bus.nc.max_payload + 1)
+    with pytest.raises(ValueError, match="exceeds max_payload"):
+        await bus.publish_batch([good, (tool_exec_subject("x"), too_big, kind, "malformed-3")])
+    after = await bus.publish_bytes(*good)
+    assert after.seq == before.seq + 1  # none of the refused batches' messages went out
+
+
+async def test_publish_batch_reports_a_stream_refusal_as_that_messages_error(bus):
+    from nats.js.api import StreamConfig
+    from nats.js.errors import APIError
+
+    await bus.js.add_stream(StreamConfig(name="SMALL", subjects=["small.>"], max_msg_size=256))
+    kind = "p2engine.tools.v1.ToolExecutionRequested"
+    ok, refused = await bus.publish_batch(
+        [("small.a", b"tiny", kind, "small-1"), ("small.b", b"y" * 512, kind, "small-2")]
+    )
+    assert not isinstance(ok, BaseException) and ok.stream == "SMALL"
+    assert isinstance(refused, APIError) and "size" in str(refused.description)
+
+
+def test_ack_reader_reads_every_pub_ack_form():
+    from types import SimpleNamespace
+
+    from nats.js.api import PubAck
+    from nats.js.errors import APIError, NoStreamResponseError
+
+    from p2e_kit.bus import _ack_reader
+
+    read = _ack_reader()
+
+    def reply(data: bytes, headers: dict[str, str] | None = None) -> object:
+        return read(SimpleNamespace(data=data, headers=headers))  # type: ignore[arg-type]
+
+    assert reply(b'{"stream":"S","seq":7}') == PubAck(stream="S", seq=7)
+    assert reply(b'{"stream":"S","seq":7,"duplicate": true}') == PubAck(
+        stream="S", seq=7, duplicate=True
+    )
+    assert reply(b'{"stream":"S","domain":"hub","seq":9}') == PubAck(
+        stream="S", seq=9, domain="hub"
+    )
+    # Fields the plain form does not know go through the JSON decoder.
+    assert reply(b'{"stream":"S","seq":3,"batch":"b1","count":2}') == PubAck(stream="S", seq=3)
+    assert reply(b'{"stream":"S","seq":4, "duplicate":true}') == PubAck(
+        stream="S", seq=4, duplicate=True
+    )
+    error = reply(b'{"error":{"code":400,"err_code":10054,"description":"too big"},"seq":0}')
+    assert isinstance(error, APIError) and error.err_code == 10054
+    assert isinstance(reply(b"", {"Status": "503"}), NoStreamResponseError)
+    assert isinstance(reply(b"not json"), ValueError)

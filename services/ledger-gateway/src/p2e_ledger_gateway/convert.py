@@ -19,9 +19,9 @@ STATUS = {
 
 
 def timestamp(micros: int) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromMicroseconds(micros)
-    return stamp
+    """`Timestamp.FromMicroseconds(micros)`, set through the constructor."""
+    seconds, micro = divmod(micros, 1_000_000)
+    return Timestamp(seconds=seconds, nanos=micro * 1000)
 
 
 def money(minor: int, currency: Currency) -> common_pb2.Money:

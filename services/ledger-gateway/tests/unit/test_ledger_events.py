@@ -64,17 +64,17 @@ def test_event_json_is_the_messages_proto3_json(
     assert parsed == message
 
 
-def test_outbox_rows_of_a_settled_transfer() -> None:
-    rows = events.outbox_rows(events.SETTLED, BASE, CURRENCY, BASE.create_time)
-    assert [(r["subject"], r["msg_id"]) for r in rows] == [
+def test_the_messages_of_a_settled_transfer() -> None:
+    sent = events.event_messages(events.SETTLED, BASE, CURRENCY, BASE.create_time)
+    assert [(subject, ident) for subject, _, _, ident in sent] == [
         ("p2e.ledger.transfer_settled.agent_alpha", "tr_1:transfer_settled"),
         ("p2e.ledger.transfer_settled.agent_beta", "tr_1:transfer_settled:agent_beta"),
         ("p2e.artifacts.c1.transfer_settled", "tr_1:transfer_settled"),
     ]
-    settled = events.decode(rows[0]["message_type"], rows[0]["body"])
+    settled = events.decode(sent[0][2], sent[0][1])
     assert isinstance(settled, events_pb2.TransferSettled)
     assert settled.transfer.from_balance_after.amount == "75.00"
-    art = events.decode(rows[2]["message_type"], rows[2]["body"])
+    art = events.decode(sent[2][2], sent[2][1])
     assert isinstance(art, artifacts_pb2.Artifact)
     assert art.size_bytes == len(art.payload)
     again = events_pb2.TransferSettled()
@@ -88,15 +88,14 @@ def test_outbox_rows_of_a_settled_transfer() -> None:
 def test_an_event_row_expands_into_the_events_messages(
     record: TransferRecord, event: str, by: str
 ) -> None:
-    """`messages` of the one row `outbox_row` stores are the messages `outbox_rows` builds."""
+    """`messages` of the one row `outbox_row` stores are the messages `event_messages` builds."""
     record = replace(record, replayed=False)  # the events logged are of new records only
     now = 1_764_000_001_000_000
     row = events.outbox_row(event, record, CURRENCY, now, by=by)
     assert (row["message_type"], row["create_time"]) == (events.EVENT_ROW, now)
     assert (row["subject"], row["msg_id"]) == (f"p2e.ledger.{event}.agent_alpha", f"tr_1:{event}")
     expanded = events.messages(row["subject"], row["body"], row["message_type"], row["msg_id"])
-    built = events.outbox_rows(event, record, CURRENCY, now, by=by)
-    assert expanded == [(r["subject"], r["body"], r["message_type"], r["msg_id"]) for r in built]
+    assert expanded == events.event_messages(event, record, CURRENCY, now, by=by)
     # settled: the payer's and the payee's event, and the artifact; otherwise the payer's, and
     # the artifact
     assert len(expanded) == (3 if event == events.SETTLED else 2)
@@ -107,8 +106,7 @@ def test_an_event_row_expands_into_the_events_messages(
 
 
 def test_a_stored_message_row_is_returned_as_it_is() -> None:
-    (stored, *_) = events.outbox_rows(events.FAILED, RECORDS[3], CURRENCY, 1)
-    row = (stored["subject"], stored["body"], stored["message_type"], stored["msg_id"])
+    (row, *_) = events.event_messages(events.FAILED, RECORDS[3], CURRENCY, 1)
     assert events.messages(*row) == [row]
     other = ("p2e.ledger.other.a", b"\x00not json", "some.Other", "x:other")
     assert events.messages(*other) == [other]
