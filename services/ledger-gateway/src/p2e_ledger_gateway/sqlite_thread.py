@@ -38,6 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from p2e_kit.db import SQLITE_BUSY_TIMEOUT_MS
 from p2e_kit.prepared import Plan, StatementPlans
+from p2e_ledger_gateway.wal_checkpoints import WalCheckpointer
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,7 @@ class DirectConnection:
 
 
 def _run_plan(connection: Connection, plan: Plan, parameters: Any) -> Result[Any]:
-    dbapi = cast(sqlite3.Connection, connection.connection.dbapi_connection)
+    dbapi = _dbapi(connection)
     try:
         if isinstance(parameters, list):
             cursor = dbapi.executemany(plan.sql, [plan.args(p) for p in parameters])
@@ -196,7 +197,7 @@ def _run_group(
             group[0].run(connection, plans, state)
         return
     # The SAVEPOINTs go straight to sqlite3 (SQLAlchemy would compile two statements per unit).
-    dbapi = cast(sqlite3.Connection, connection.connection.dbapi_connection)
+    dbapi = _dbapi(connection)
     for unit in group:
         saved = state.snapshot()
         _driver(dbapi, "SAVEPOINT unit")
@@ -227,7 +228,7 @@ def begin(connection: Connection, *, immediate: bool) -> sqlalchemy.RootTransact
     listener makes SQLAlchemy dispatch events around every statement the engine executes.
     """
     transaction = connection.begin()
-    dbapi = cast(sqlite3.Connection, connection.connection.dbapi_connection)
+    dbapi = _dbapi(connection)
     try:
         _driver(dbapi, "BEGIN IMMEDIATE" if immediate else "BEGIN")
     except BaseException:
@@ -288,6 +289,8 @@ class SqliteWriter:
         self._plans = StatementPlans(self._engine.dialect)
         self._queue: queue.SimpleQueue[_Unit | None] = queue.SimpleQueue()
         self._connection: Connection | None = None
+        # The WAL is checkpointed beside this thread, not inside its commits (wal_checkpoints.py).
+        self.checkpointer = WalCheckpointer(str(url.database), name=f"{name}-checkpoints")
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
         self._thread.start()
 
@@ -300,6 +303,7 @@ class SqliteWriter:
         """Finish the queued units, close the connection, stop the thread."""
         self._queue.put(None)
         await asyncio.to_thread(self._thread.join)
+        await asyncio.to_thread(self.checkpointer.stop)
         self._engine.dispose()
 
     def _serve(self) -> None:
@@ -318,6 +322,8 @@ class SqliteWriter:
                 self._commit(group)
                 for unit in group:
                     unit.settle()
+                if self._connection is not None:
+                    self.checkpointer.committed(_dbapi(self._connection))
             if item is None:
                 if self._connection is not None:
                     self._connection.close()
@@ -349,7 +355,12 @@ class SqliteWriter:
             if self._connection is not None:
                 self._connection.close()
             self._connection = self._engine.connect()
+            self.checkpointer.take_over(_dbapi(self._connection))
         return self._connection
+
+
+def _dbapi(connection: Connection) -> sqlite3.Connection:
+    return cast(sqlite3.Connection, connection.connection.dbapi_connection)
 
 
 def _on_connect(dbapi_connection: Any, _record: Any) -> None:
