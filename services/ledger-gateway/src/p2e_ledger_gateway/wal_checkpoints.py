@@ -15,8 +15,9 @@ If its thread cannot open the file, the writer's connection gets SQLite's own ba
 A passive checkpoint cannot start the WAL file over while the writer keeps appending: the log
 restarts only when a write transaction begins with every frame copied. Once the log holds
 `reset_frames` frames the thread checkpoints after every commit, and when one such checkpoint
-has copied the whole log, the writer's thread, between two transactions, copies the frames
-of its last commits itself (in `committed`), so that its next transaction starts the log
+has copied the whole log, quickly (few frames: the writer appended little meanwhile), the
+writer's thread, between two transactions, copies the frames of its last commits itself (in
+`committed`; a few ms, mostly two fsyncs), so that its next transaction starts the log
 again (if no reader still reads from it; otherwise it tries again later, as SQLite's
 own checkpoint would have to).
 """
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 INTERVAL_SECONDS = 0.05  # after a commit, copy what the commits of this long wrote, together
 HURRY_SECONDS = 0.002  # ... or of this long, while the log is due to start over
 RESET_FRAMES = 16_000  # start the log over once it holds this many frames (64 MB at 4 KiB)
+SHORT_PASS_FRAMES = 400  # a checkpoint that copied no more than this was quick: little left
 CHECKPOINT = "PRAGMA wal_checkpoint(PASSIVE)"
 SQLITE_AUTOCHECKPOINT = 1000  # SQLite's default, restored if the thread fails
 
@@ -58,6 +60,7 @@ class WalCheckpointer:
         self._reset_due = False
         self._hurry = False
         self._handed_back = False
+        self._copied = 0  # frames copied as of the last background checkpoint
         self._lock = threading.Lock()  # one checkpoint at a time in this process
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
         self._thread.start()
@@ -121,5 +124,6 @@ class WalCheckpointer:
                 return
             self.checkpoints += 1
             self._hurry = frames >= self.reset_frames
-            if self._hurry and copied == frames:
+            if self._hurry and copied == frames and copied - self._copied <= SHORT_PASS_FRAMES:
                 self._reset_due = True
+            self._copied = copied
