@@ -3,8 +3,8 @@
 In WAL mode every commit appends the pages it changed to the `-wal` file, and a checkpoint
 copies them back into the database file (and fsyncs it). SQLite's automatic checkpoint runs
 inside the COMMIT of whichever transaction crosses 1,000 pages: under a steady transfer load
-one batch in eight waited for a checkpoint, 8-12 ms instead of 5 (the random writes into the
-database file and two fsyncs), and every request of that batch waited with it.
+one batch in eight waited for a checkpoint, 11-17 ms instead of ~5 (the random writes into
+the database file and two fsyncs), and every request of that batch waited with it.
 
 So a `WalCheckpointer` turns the automatic checkpoint off on the ledger's writer connection
 (`take_over`) and does the copying on its own connection and thread, a moment after commits
