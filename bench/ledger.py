@@ -446,7 +446,10 @@ def main() -> int:
     )
     parser.add_argument("--no-postgres", dest="postgres", action="store_false")
     parser.add_argument("--postgres-admin", default="postgresql://postgres@127.0.0.1:5432/postgres")
-    asyncio.run(main_async(parser.parse_args()))
+    args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    asyncio.run(main_async(args))
     return 0
 
 
