@@ -95,6 +95,42 @@ async def test_publish_batch_acks_each_message_in_order(bus):
     assert single.seq == acks[49].seq + 1
 
 
+async def test_acks_are_read_inline_and_still_after_a_reconnect(tmp_path):
+    import asyncio
+    import re
+
+    from p2e_kit.natsd import start_nats_server
+
+    server = start_nats_server(tmp_path / "js")
+    port = int(re.sub(r".*:", "", server.url))
+    bus = await connect(server.url, "pytest")
+    try:
+        await bus.ensure_streams()
+        body = events_pb2.ToolExecutionRequested(call_id="r1").SerializeToString()
+        kind = "p2engine.tools.v1.ToolExecutionRequested"
+        batch = [(tool_exec_subject("get_weather"), body, kind, f"inline-{n}") for n in range(5)]
+        first = await bus.publish_batch(batch)
+        assert [a.seq for a in first] == list(range(first[0].seq, first[0].seq + 5))
+        [subscription] = [  # the ack inbox: no Msg of these acks went through its queue
+            s for s in bus.nc._subs.values() if s.subject == f"{bus._ack_prefix}.*"
+        ]
+        assert subscription._pending_queue.qsize() == 0 and subscription._received == 0
+
+        server.stop()
+        server = await asyncio.to_thread(start_nats_server, tmp_path / "js", port=port)
+        for _ in range(100):  # until the client has reconnected (and subscribed again)
+            if bus.nc.is_connected:
+                break
+            await asyncio.sleep(0.1)
+        again = [(tool_exec_subject("get_weather"), body, kind, f"inline-{n}") for n in range(5, 8)]
+        second = await bus.publish_batch(again)
+        assert not any(isinstance(a, BaseException) for a in second), second
+        assert [a.seq for a in second] == [first[-1].seq + n for n in (1, 2, 3)]
+    finally:
+        await bus.nc.close()
+        server.stop()
+
+
 async def test_publish_batch_times_out_only_the_messages_without_an_ack(bus):
     await bus.ensure_streams()
     silent = await bus.nc.subscribe("p2e.silent.listener")  # a responder that never acks
@@ -145,8 +181,6 @@ async def test_publish_batch_reports_a_stream_refusal_as_that_messages_error(bus
 
 
 def test_ack_reader_reads_every_pub_ack_form():
-    from types import SimpleNamespace
-
     from nats.js.api import PubAck
     from nats.js.errors import APIError, NoStreamResponseError
 
@@ -155,7 +189,7 @@ def test_ack_reader_reads_every_pub_ack_form():
     read = _ack_reader()
 
     def reply(data: bytes, headers: dict[str, str] | None = None) -> object:
-        return read(SimpleNamespace(data=data, headers=headers))  # type: ignore[arg-type]
+        return read(data, headers)
 
     assert reply(b'{"stream":"S","seq":7}') == PubAck(stream="S", seq=7)
     assert reply(b'{"stream":"S","seq":7,"duplicate": true}') == PubAck(
