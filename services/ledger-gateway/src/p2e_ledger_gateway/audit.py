@@ -69,8 +69,12 @@ class Verification:
     problem: str = ""
 
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def canonical_json(data: Any) -> str:
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    """Sorted keys, no spaces, non-ASCII kept (one encoder for every entry)."""
+    return _CANONICAL.encode(data)
 
 
 def rfc3339(micros: int) -> str:

@@ -48,16 +48,23 @@ def transfer(record: TransferRecord, currency: Currency) -> ledger_pb2.Transfer:
         request_id=record.request_id,
         from_agent=record.from_agent,
         to_agent=record.to_agent,
-        amount=money(record.amount, currency),
         reason=record.reason,
         status=STATUS[record.status],
         failure_reason=record.failure_reason,
         initiated_by=record.initiated_by,
-        create_time=timestamp(record.create_time),
         replayed=record.replayed,
     )
+    # Sub-messages filled in place (a Money / Timestamp built apart is copied in: ~2x slower).
+    amount = message.amount
+    amount.amount = currency.format(record.amount)
+    amount.asset = currency.asset
+    created = message.create_time
+    created.seconds, micro = divmod(record.create_time, 1_000_000)
+    created.nanos = micro * 1000
     if record.status is Status.SETTLED and record.from_balance_after is not None:
-        message.from_balance_after.CopyFrom(money(record.from_balance_after, currency))
+        after = message.from_balance_after
+        after.amount = currency.format(record.from_balance_after)
+        after.asset = currency.asset
     return message
 
 

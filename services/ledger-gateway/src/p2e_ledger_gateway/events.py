@@ -182,7 +182,7 @@ def outbox_row(
         "subject": ledger_subject(event, record.from_agent),
         "msg_id": msg_id(record.id, event),
         "message_type": EVENT_ROW,
-        "body": json.dumps(body, separators=(",", ":")).encode(),
+        "body": _COMPACT.encode(body).encode(),
         "create_time": now,
     }
 
@@ -199,6 +199,7 @@ def messages(subject: str, body: bytes, message_type: str, message_id: str) -> l
 
 
 _JSON = json.JSONDecoder()
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
 
 
 @functools.lru_cache(maxsize=8)
