@@ -47,19 +47,28 @@ RETRYABLE_SQLSTATES = frozenset({"40001", "40P01", "23505"})
 
 class Database:
     def __init__(
-        self, engine: AsyncEngine, *, retry_attempts: int = 8, threads: bool = True
+        self,
+        engine: AsyncEngine,
+        *,
+        retry_attempts: int = 8,
+        threads: bool = True,
+        read_only: bool = False,
     ) -> None:
+        """`read_only` (the outbox relay's child): no writer thread or connection, and
+        `write` refuses."""
         self.engine = engine
         self.is_sqlite = engine.dialect.name == "sqlite"
         self.retry_attempts = max(1, retry_attempts)
+        self.read_only = read_only
         self._local_lock = asyncio.Lock()
         self._writer: SqliteWriter | None = None
         self._reader: SqliteThread | None = None
         self._pg_writer: PgWriter | None = None
         if threads and self.is_sqlite and engine.url.database not in (None, "", ":memory:"):
-            self._writer = SqliteWriter(engine.url, name="ledger-db-writer")
+            if not read_only:
+                self._writer = SqliteWriter(engine.url, name="ledger-db-writer")
             self._reader = SqliteThread(engine.url, name="ledger-db-reader", immediate=False)
-        elif threads and engine.dialect.name == "postgresql" and engine.dialect.driver == "asyncpg":
+        elif threads and not read_only and engine.dialect.driver == "asyncpg":
             self._pg_writer = PgWriter(engine)
 
     async def close(self) -> None:
@@ -97,6 +106,8 @@ class Database:
 
     async def write(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         """Run `work` in one write transaction; commit when it returns, roll back if it raises."""
+        if self.read_only:
+            raise RuntimeError("this Database was opened read_only: it does not write")
         async with self._reachable():
             for attempt in range(1, self.retry_attempts + 1):
                 try:

@@ -217,8 +217,10 @@ async def _child() -> None:
     settings = Settings()
     configure_logging(settings.log_level, "ledger-outbox-relay")
     # Reads only: SQLite's reader thread (a WAL snapshot beside the gateway's writer), or the
-    # async engine on PostgreSQL (no writer thread of its own).
-    db = Database(create_engine(settings.db_url), threads=is_sqlite(settings.db_url))
+    # async engine on PostgreSQL; no writer of its own (the gateway writes the marks).
+    db = Database(
+        create_engine(settings.db_url), threads=is_sqlite(settings.db_url), read_only=True
+    )
     relay = publisher(db, settings, marks=PipeMarks())
     relay.start()
     loop = asyncio.get_running_loop()
