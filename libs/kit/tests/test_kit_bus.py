@@ -97,12 +97,11 @@ async def test_publish_batch_acks_each_message_in_order(bus):
 
 async def test_acks_are_read_inline_and_still_after_a_reconnect(tmp_path):
     import asyncio
-    import re
 
     from p2e_kit.natsd import start_nats_server
 
     server = start_nats_server(tmp_path / "js")
-    port = int(re.sub(r".*:", "", server.url))
+    port = server.port
     bus = await connect(server.url, "pytest")
     try:
         await bus.ensure_streams()
@@ -129,6 +128,26 @@ async def test_acks_are_read_inline_and_still_after_a_reconnect(tmp_path):
     finally:
         await bus.nc.close()
         server.stop()
+
+
+async def test_an_ack_that_cannot_be_read_is_logged_and_the_connection_goes_on(bus, caplog):
+    await bus.ensure_streams()
+    body = events_pb2.ToolExecutionRequested(call_id="u1").SerializeToString()
+    kind = "p2engine.tools.v1.ToolExecutionRequested"
+    reader = bus._read_ack
+
+    def broken(data: bytes, headers: dict[str, str] | None) -> object:
+        raise RuntimeError("unreadable")
+
+    bus._read_ack = broken
+    [lost] = await bus.publish_batch(
+        [(tool_exec_subject("x"), body, kind, "unreadable-0")], ack_timeout=0.3
+    )
+    assert isinstance(lost, TimeoutError)
+    assert "a PubAck could not be read" in caplog.text
+    bus._read_ack = reader
+    again = await bus.publish_bytes(tool_exec_subject("x"), body, kind, "unreadable-1")
+    assert bus.nc.is_connected and again.seq > 0
 
 
 async def test_publish_batch_times_out_only_the_messages_without_an_ack(bus):
