@@ -28,6 +28,13 @@ the server do not share an event loop. Measured in the same run, each cell for `
 PostgreSQL is the local server (`--postgres-admin`); throwaway databases are created and
 dropped. Prints one table, then the issue's targets: at 64 clients transfers/s >= 60 % of
 the echo rate on SQLite and >= 40 % on PostgreSQL, with p99 < 50 ms.
+
+Beside each rate, the CPU it took (`/proc`, Linux): per call, the CPU time of every process
+doing the work in the measured window (this process's clients, the ledger-gateway and its
+children, nats-server, the PostgreSQL backends of the served database) and the cores busy.
+At 64 clients a transfer's CPU in echo calls is printed with the verdict: at the echo's
+utilization a share of S needs a transfer to cost at most 1/S echoes (60 %: 1.67). That
+ratio moves much less than the rates on a machine whose speed drifts.
 """
 
 from __future__ import annotations
@@ -50,7 +57,7 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from sqlalchemy import insert
+from sqlalchemy import insert, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from p2e_kit.channels import caller_metadata
@@ -89,6 +96,8 @@ class Cell:
     p99: float
     count: int
     latencies: tuple[float, ...] = field(default=(), compare=False, repr=False)
+    cpu_us: float | None = None  # CPU per call, every process doing the work (CpuMeter)
+    cores: float | None = None  # cores busy in the measured window
 
 
 def pct(values: list[float], q: float) -> float:
@@ -97,17 +106,26 @@ def pct(values: list[float], q: float) -> float:
 
 
 async def measure(
-    op: Callable[[int], Awaitable[object]], clients: int, seconds: float, warmup: float = 0.5
-) -> tuple[float, float, float, int, tuple[float, ...]]:
+    op: Callable[[int], Awaitable[object]],
+    clients: int,
+    seconds: float,
+    warmup: float = 0.5,
+    meter: CpuMeter | None = None,
+) -> tuple[float, float, float, int, tuple[float, ...], float | None, float | None]:
     """`clients` workers call op(i) in a loop for warm-up + `seconds`: (ops/s completed inside
     the measured window, p50 ms and p99 ms of the ops started in it, their count, their
-    latencies in ms)."""
+    latencies in ms, CPU µs per completed op and cores busy in the window, by `meter`)."""
     counter = itertools.count()
     latencies: list[float] = []
     loop = asyncio.get_running_loop()
     warm_until = loop.time() + warmup
     stop_at = warm_until + seconds
     completed = 0
+    cpu: list[dict[int, float]] = []
+    if meter is not None:
+        pids = meter.processes()
+        loop.call_at(warm_until, lambda: cpu.append(meter.read(pids)))
+        loop.call_at(stop_at, lambda: cpu.append(meter.read(pids)))
 
     async def worker() -> None:
         nonlocal completed
@@ -121,7 +139,79 @@ async def measure(
 
     await asyncio.gather(*(worker() for _ in range(clients)))
     p50, p99 = pct(latencies, 0.5), pct(latencies, 0.99)
-    return completed / seconds, p50, p99, len(latencies), tuple(latencies)
+    cpu_us = cores = None
+    if len(cpu) == 2 and completed:
+        used = CpuMeter.used(*cpu)
+        cpu_us, cores = used * 1e6 / completed, used / seconds
+    return completed / seconds, p50, p99, len(latencies), tuple(latencies), cpu_us, cores
+
+
+def postgres_name(url: str) -> str:
+    """The database a PostgreSQL URL names ("" for any other URL)."""
+    return make_url(url).database or "" if url.startswith("postgresql") else ""
+
+
+def cpu_text(cell: Cell) -> str:
+    if cell.cpu_us is None or cell.cores is None:
+        return ""
+    return f"  {cell.cpu_us:>6.0f} us CPU per call, {cell.cores:.2f} cores"
+
+
+class CpuMeter:
+    """CPU seconds so far (user + system, every thread) of the processes doing a cell's work:
+    this one and its descendants (the ledger-gateway with its transfer writer and outbox
+    relay, nats-server) and the PostgreSQL backends serving `database`. Reads /proc (Linux):
+    `processes()` scans it once before a cell, `read` then opens only their stat files (so a
+    reading inside the measured window takes well under a millisecond)."""
+
+    TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+    def __init__(self, database: str = "") -> None:
+        self.database = f" {database} " if database else ""  # as in a backend's title
+
+    def processes(self) -> list[int]:
+        parents: dict[int, int] = {}
+        wanted = {os.getpid()}
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                parents[int(entry)] = int(_stat_fields(int(entry))[1])
+                if self.database:
+                    with open(f"/proc/{entry}/cmdline", "rb") as f:
+                        title = f.read(300).decode(errors="replace")
+                    if title.startswith("postgres:") and self.database in title:
+                        wanted.add(int(entry))
+            except (OSError, IndexError, ValueError):  # gone meanwhile
+                continue
+        grown = True
+        while grown:  # descendants
+            more = {pid for pid, parent in parents.items() if parent in wanted} - wanted
+            wanted |= more
+            grown = bool(more)
+        return sorted(wanted)
+
+    def read(self, pids: list[int]) -> dict[int, float]:
+        seconds = {}
+        for pid in pids:
+            try:
+                fields = _stat_fields(pid)
+            except (OSError, IndexError):
+                continue
+            seconds[pid] = (int(fields[11]) + int(fields[12])) / self.TICK
+        return seconds
+
+    @staticmethod
+    def used(before: dict[int, float], after: dict[int, float]) -> float:
+        """CPU seconds between two readings of the same processes."""
+        return sum(cpu - before[pid] for pid, cpu in after.items() if pid in before)
+
+
+def _stat_fields(pid: int) -> list[str]:
+    """/proc/<pid>/stat after the command name: [state, ppid, ...]; utime, stime at 11, 12."""
+    with open(f"/proc/{pid}/stat") as f:
+        stat = f.read()
+    return stat[stat.rfind(")") + 2 :].split()
 
 
 # --- the ledger-gateway process --------------------------------------------------------------
@@ -177,10 +267,16 @@ async def grpc_cells(
         for name, op in paths[1:]:  # at the most clients: echo, transfers, echo, ..., echo
             plan += [(*paths[0], most), (name, op, most)] * rounds
         plan.append((*paths[0], most))
+        meter = CpuMeter(postgres_name(gateway.env["P2E_LEDGER_DATABASE_URL"]))
         for name, op, clients in plan:
-            result = await measure(op(clients), clients, seconds)
-            cells.append(Cell(database, name, clients, *result))
-            print(f"  {database:<9}{name:<8}{clients:>3} clients {result[0]:>8.0f}/s", flush=True)
+            cell = Cell(
+                database, name, clients, *await measure(op(clients), clients, seconds, meter=meter)
+            )
+            cells.append(cell)
+            print(
+                f"  {database:<9}{name:<8}{clients:>3} clients {cell.rate:>8.0f}/s{cpu_text(cell)}",
+                flush=True,
+            )
         info = await ledger.GetDebugInfo(pb.GetDebugInfoRequest())
         metrics = await ledger.GetMetrics(pb.GetMetricsRequest())
         check = {
@@ -272,12 +368,15 @@ async def raw_cells(database: str, url: str, seconds: float) -> list[Cell]:
             "hot": lambda i: transfer(HOT_AGENTS[i % 3], HOT_AGENTS[(i + 1) % 3]),
         }
         cells = []
+        meter = CpuMeter(postgres_name(url))
         for name, op in ops.items():
             for clients in (1, 64):
-                result = await measure(op, clients, seconds)
-                cells.append(Cell(database, f"raw-{name}", clients, *result))
+                result = await measure(op, clients, seconds, meter=meter)
+                cell = Cell(database, f"raw-{name}", clients, *result)
+                cells.append(cell)
                 print(
-                    f"  {database:<9}raw-{name:<4}{clients:>3} tasks {result[0]:>10.0f}/s",
+                    f"  {database:<9}raw-{name:<4}{clients:>3} tasks {cell.rate:>10.0f}/s"
+                    f"{cpu_text(cell)}",
                     flush=True,
                 )
         return cells
@@ -360,12 +459,32 @@ def bars(cells: list[Cell]) -> dict[Cell, float]:
     return bar
 
 
+def echo_costs(cells: list[Cell], measured: list[Cell]) -> tuple[float, float] | None:
+    """CPU µs per call of the `measured` transfer cells and of the echo cells beside them
+    (each weighted by its calls), or None without CPU figures."""
+    transfer_cpu = transfer_calls = echo_cpu = echo_calls = 0.0
+    where = {id(c): i for i, c in enumerate(cells)}
+    for c in measured:
+        i = where[id(c)]
+        beside = [e for e in (cells[i - 1], cells[i + 1] if i + 1 < len(cells) else None) if e]
+        beside = [e for e in beside if e.path == "echo" and e.clients == c.clients]
+        if c.cpu_us is None or any(e.cpu_us is None for e in beside) or not beside:
+            return None
+        transfer_cpu += c.cpu_us * c.rate
+        transfer_calls += c.rate
+        echo_cpu += sum((e.cpu_us or 0.0) * e.rate for e in beside)
+        echo_calls += sum(e.rate for e in beside)
+    if not transfer_calls or not echo_calls:
+        return None
+    return transfer_cpu / transfer_calls, echo_cpu / echo_calls
+
+
 def report(cells: list[Cell], checks: dict[str, dict[str, object]], loads: list[str]) -> None:
     echo = bars(cells)
     raw = {(c.database, c.path[4:], c.clients): c.rate for c in cells if c.path.startswith("raw")}
     print(
         f"\n{'database':<10}{'path':<12}{'clients':>8}{'per s':>10}{'p50 ms':>9}"
-        f"{'p99 ms':>9}{'% echo':>8}{'% raw':>7}"
+        f"{'p99 ms':>9}{'% echo':>8}{'% raw':>7}{'cpu us':>8}{'cores':>7}"
     )
     for c in cells:
         of_echo = of_raw = ""
@@ -373,9 +492,10 @@ def report(cells: list[Cell], checks: dict[str, dict[str, object]], loads: list[
             of_echo = f"{100 * c.rate / echo[c]:.0f}%"
             floor = raw.get((c.database, c.path, c.clients))
             of_raw = f"{100 * c.rate / floor:.0f}%" if floor else ""
+        cpu = f"{c.cpu_us:>8.0f}{c.cores:>7.2f}" if c.cpu_us is not None and c.cores else ""
         print(
             f"{c.database:<10}{c.path:<12}{c.clients:>8}{c.rate:>10.0f}{c.p50:>9.2f}"
-            f"{c.p99:>9.2f}{of_echo:>8}{of_raw:>7}"
+            f"{c.p99:>9.2f}{of_echo:>8}{of_raw:>7}{cpu}"
         )
     print("\ntargets at 64 clients (transfers/s vs echo/s over every round; p99 of every call):")
     rounds: dict[tuple[str, str], list[Cell]] = {}
@@ -392,6 +512,12 @@ def report(cells: list[Cell], checks: dict[str, dict[str, object]], loads: list[
             f", p50 {p50:5.1f}, p99 {p99:6.1f} ms (target < {TARGET_P99_MS:.0f}), "
             f"{len(measured)} rounds: {verdict}"
         )
+        cost = echo_costs(cells, measured)
+        if cost is not None:
+            print(
+                f"  {'':<16}CPU: a transfer {cost[0]:.0f} us, an echo {cost[1]:.0f} us: "
+                f"{cost[0] / cost[1]:.2f} echoes (the target share needs <= {1 / need:.2f})"
+            )
     for database, check in checks.items():
         print(f"  {database} after the run: {check}")
     print(
