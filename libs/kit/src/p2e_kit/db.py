@@ -3,12 +3,28 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+
+# SQLite's `synchronous` in WAL mode: "normal" syncs the log at checkpoints only, so a power
+# loss or an OS crash (not a process crash) may take back the last commits; "full" syncs it
+# at every COMMIT (an fsync per transaction).
+SqliteSynchronous = Literal["normal", "full"]
+
+
+def sqlite_pragmas(synchronous: SqliteSynchronous = "normal") -> tuple[str, ...]:
+    """What every connection to a service's SQLite file runs first (WAL, durability, busy
+    timeout, foreign keys)."""
+    return (
+        "PRAGMA journal_mode=WAL",
+        f"PRAGMA synchronous={synchronous.upper()}",
+        f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}",
+        "PRAGMA foreign_keys=ON",
+    )
 
 
 def sqlite_url(path: Path) -> str:
@@ -29,9 +45,12 @@ def is_sqlite(url: str) -> bool:
     return normalize_url(url).startswith("sqlite")
 
 
-def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
-    """An async engine; SQLite gets WAL, a busy timeout, foreign keys and `BEGIN IMMEDIATE`
-    for write transactions started with `engine.begin()` (no lost updates between processes)."""
+def create_engine(
+    url: str, *, sqlite_synchronous: SqliteSynchronous = "normal", **kwargs: Any
+) -> AsyncEngine:
+    """An async engine; SQLite gets `sqlite_pragmas` (WAL, `sqlite_synchronous`, a busy
+    timeout, foreign keys) and `BEGIN IMMEDIATE` for write transactions started with
+    `engine.begin()` (no lost updates between processes)."""
     url = normalize_url(url)
     if not url.startswith("sqlite"):
         kwargs.setdefault("pool_size", 20)
@@ -50,10 +69,8 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
         # Let SQLAlchemy, not the driver, decide when transactions begin.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA foreign_keys=ON")
+        for pragma in sqlite_pragmas(sqlite_synchronous):
+            cursor.execute(pragma)
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")

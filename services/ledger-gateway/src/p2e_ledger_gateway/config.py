@@ -6,6 +6,7 @@ from typing import ClassVar, Literal
 
 from pydantic_settings import SettingsConfigDict
 
+from p2e_kit.db import SqliteSynchronous
 from p2e_kit.settings import DEFAULT_PORTS, ServiceSettings
 
 
@@ -42,3 +43,6 @@ class Settings(ServiceSettings):
     outbox_retention_hours: float = 24.0
     # PostgreSQL: attempts of a write transaction that hit a serialization failure or deadlock.
     db_retry_attempts: int = 8
+    # SQLite's durability: "normal" (the log synced at checkpoints: a power loss or OS crash
+    # may take back the last commits, a process crash never) or "full" (an fsync per commit).
+    sqlite_synchronous: SqliteSynchronous = "normal"

@@ -33,6 +33,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from p2e_kit.db import SqliteSynchronous
 from p2e_kit.errors import DependencyUnavailable
 from p2e_ledger_gateway.pg_writer import PgWriter
 from p2e_ledger_gateway.sqlite_thread import SqliteThread, SqliteWriter
@@ -53,9 +54,11 @@ class Database:
         retry_attempts: int = 8,
         threads: bool = True,
         read_only: bool = False,
+        sqlite_synchronous: SqliteSynchronous = "normal",
     ) -> None:
         """`read_only` (the outbox relay's child): no writer thread or connection, and
-        `write` refuses."""
+        `write` refuses. `sqlite_synchronous`: of the SQLite threads' connections (the
+        engine's own are set by `p2e_kit.db.create_engine`)."""
         self.engine = engine
         self.is_sqlite = engine.dialect.name == "sqlite"
         self.retry_attempts = max(1, retry_attempts)
@@ -65,9 +68,12 @@ class Database:
         self._reader: SqliteThread | None = None
         self._pg_writer: PgWriter | None = None
         if threads and self.is_sqlite and engine.url.database not in (None, "", ":memory:"):
+            url, synchronous = engine.url, sqlite_synchronous
             if not read_only:
-                self._writer = SqliteWriter(engine.url, name="ledger-db-writer")
-            self._reader = SqliteThread(engine.url, name="ledger-db-reader", immediate=False)
+                self._writer = SqliteWriter(url, name="ledger-db-writer", synchronous=synchronous)
+            self._reader = SqliteThread(
+                url, name="ledger-db-reader", immediate=False, synchronous=synchronous
+            )
         elif threads and not read_only and engine.dialect.driver == "asyncpg":
             self._pg_writer = PgWriter(engine)
 

@@ -116,10 +116,12 @@ async def build_app(
     """
     config = load_app_config(settings.config_dir).ledger
     options = _options(config, settings)
+    synchronous = settings.sqlite_synchronous
     db = Database(
-        create_engine(settings.db_url),
+        create_engine(settings.db_url, sqlite_synchronous=synchronous),
         retry_attempts=settings.db_retry_attempts,
         threads=config.backend == "sql",  # Canton's moves await the network mid-transaction
+        sqlite_synchronous=synchronous,
     )
     money: MoneyBackend | None = None
     try:
@@ -177,7 +179,13 @@ def _start_writer(
     if settings.transfer_writer != "process" or config.backend != "sql" or db.in_memory:
         return None
     writer = WriterProcess(
-        WriterConfig(settings.db_url, settings.db_retry_attempts, currency, settings.log_level)
+        WriterConfig(
+            settings.db_url,
+            settings.db_retry_attempts,
+            currency,
+            settings.log_level,
+            settings.sqlite_synchronous,
+        )
     )
     writer.start()
     return writer

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import queue
 import sqlite3
@@ -36,7 +37,7 @@ from sqlalchemy.engine import Result
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from p2e_kit.db import SQLITE_BUSY_TIMEOUT_MS
+from p2e_kit.db import SQLITE_BUSY_TIMEOUT_MS, SqliteSynchronous, sqlite_pragmas
 from p2e_kit.prepared import Plan, StatementPlans
 from p2e_ledger_gateway.wal_checkpoints import WalCheckpointer
 
@@ -145,9 +146,16 @@ class SqliteThread:
     mode reads one snapshot concurrently with the writer, and roll back.
     """
 
-    def __init__(self, url: URL, *, name: str, immediate: bool) -> None:
+    def __init__(
+        self,
+        url: URL,
+        *,
+        name: str,
+        immediate: bool,
+        synchronous: SqliteSynchronous = "normal",
+    ) -> None:
         self.immediate = immediate
-        self._engine = sync_engine(url)
+        self._engine = sync_engine(url, synchronous)
         self._plans = StatementPlans(self._engine.dialect)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
         self._connection: Connection | None = None
@@ -211,13 +219,13 @@ def _run_group(
         _driver(dbapi, "RELEASE unit")
 
 
-def sync_engine(url: URL) -> sqlalchemy.Engine:
+def sync_engine(url: URL, synchronous: SqliteSynchronous = "normal") -> sqlalchemy.Engine:
     """A sync engine on the SQLite file of the async `url`, set up as p2e_kit.db's."""
     engine = sqlalchemy.create_engine(
         url.set(drivername="sqlite"),
         connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
     )
-    event.listen(engine, "connect", _on_connect)
+    event.listen(engine, "connect", functools.partial(_on_connect, synchronous))
     return engine
 
 
@@ -284,8 +292,8 @@ class _Unit(QueuedUnit):
 class SqliteWriter:
     """The writer thread: units of work queued by `run`, committed in groups (group commit)."""
 
-    def __init__(self, url: URL, *, name: str) -> None:
-        self._engine = sync_engine(url)
+    def __init__(self, url: URL, *, name: str, synchronous: SqliteSynchronous = "normal") -> None:
+        self._engine = sync_engine(url, synchronous)
         self._plans = StatementPlans(self._engine.dialect)
         self._queue: queue.SimpleQueue[_Unit | None] = queue.SimpleQueue()
         self._connection: Connection | None = None
@@ -363,12 +371,10 @@ def _dbapi(connection: Connection) -> sqlite3.Connection:
     return cast(sqlite3.Connection, connection.connection.dbapi_connection)
 
 
-def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+def _on_connect(synchronous: SqliteSynchronous, dbapi_connection: Any, _record: Any) -> None:
     # The same settings as p2e_kit.db's async engine; SQLAlchemy decides when to begin.
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-    cursor.execute("PRAGMA foreign_keys=ON")
+    for pragma in sqlite_pragmas(synchronous):
+        cursor.execute(pragma)
     cursor.close()

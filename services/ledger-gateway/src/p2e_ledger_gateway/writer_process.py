@@ -38,7 +38,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-from p2e_kit.db import create_engine
+from p2e_kit.db import SqliteSynchronous, create_engine
 from p2e_kit.errors import DependencyUnavailable, P2EError
 from p2e_kit.logs import configure_logging
 from p2e_ledger_gateway import transfers
@@ -62,6 +62,15 @@ class WriterConfig:
     retry_attempts: int
     currency: Currency
     log_level: str = "INFO"
+    sqlite_synchronous: SqliteSynchronous = "normal"
+
+    def open_database(self) -> Database:
+        """The child's database, set up as the gateway's."""
+        return Database(
+            create_engine(self.database_url, sqlite_synchronous=self.sqlite_synchronous),
+            retry_attempts=self.retry_attempts,
+            sqlite_synchronous=self.sqlite_synchronous,
+        )
 
 
 class WriterFailed(RuntimeError):
@@ -231,7 +240,7 @@ async def _child(stdin: asyncio.StreamReader, out: BinaryIO) -> None:
 
     config: WriterConfig = await read_frame(stdin)
     configure_logging(config.log_level, "ledger-transfer-writer")
-    db = Database(create_engine(config.database_url), retry_attempts=config.retry_attempts)
+    db = config.open_database()
     money = SqlMoney(db, config.currency)
     currency = config.currency
     gc.freeze()  # start-up's objects live as long as the child (see p2e_kit.service)

@@ -79,3 +79,24 @@ def test_settings_env_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("P2E_LEDGER_DATABASE_URL", "postgresql://u:secret@db/ledger")
     settings = Settings()
     assert (settings.port, settings.db_url) == (6000, "postgresql://u:secret@db/ledger")
+
+
+async def test_sqlite_synchronous_from_the_environment_reaches_the_app(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pydantic import ValidationError
+    from sqlalchemy import text
+
+    from p2e_ledger_gateway.server import running_app
+
+    assert Settings(config_dir=tmp_path).sqlite_synchronous == "normal"
+    monkeypatch.setenv("P2E_LEDGER_SQLITE_SYNCHRONOUS", "maybe")
+    with pytest.raises(ValidationError, match="sqlite_synchronous"):
+        Settings(config_dir=tmp_path)
+    monkeypatch.setenv("P2E_LEDGER_SQLITE_SYNCHRONOUS", "full")
+    settings = Settings(config_dir=tmp_path, data_dir=tmp_path / "data", publish_events=False)
+    assert settings.sqlite_synchronous == "full"
+    async with running_app(settings) as app:
+        level = await app.db.write(lambda conn: conn.execute(text("PRAGMA synchronous")))
+        assert level.scalar_one() == 2  # FULL on the gateway's writer
+        assert app.writer is not None and app.writer.config.sqlite_synchronous == "full"

@@ -119,3 +119,32 @@ async def test_a_read_only_database_reads_beside_the_writer_and_starts_no_writer
         assert await agents(db) == ["r1"]
     finally:
         await reader.close()
+
+
+@pytest.mark.parametrize(("level", "pragma"), [("normal", 1), ("full", 2)])
+async def test_sqlite_synchronous_reaches_every_connection_of_the_ledger(
+    sqlite_url: str, level: str, pragma: int
+) -> None:
+    from sqlalchemy import text
+
+    from p2e_ledger_gateway.money import Currency
+    from p2e_ledger_gateway.writer_process import WriterConfig
+
+    async def synchronous(conn: AsyncConnection) -> int:
+        return int((await conn.execute(text("PRAGMA synchronous"))).scalar_one())
+
+    config = WriterConfig(sqlite_url, 3, Currency(), sqlite_synchronous=level)  # type: ignore[arg-type]
+    child = config.open_database()  # the transfer writer process's
+    gateway = Database(
+        create_engine(sqlite_url, sqlite_synchronous=level),  # type: ignore[arg-type]
+        sqlite_synchronous=level,  # type: ignore[arg-type]
+    )
+    try:
+        for db in (child, gateway):
+            assert await db.write(synchronous) == pragma  # the writer thread
+            assert await db.read(synchronous) == pragma  # the reader thread
+            async with db.engine.connect() as conn:  # the engine (schema, Canton's writes)
+                assert await synchronous(conn) == pragma
+    finally:
+        await child.close()
+        await gateway.close()
