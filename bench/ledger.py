@@ -441,42 +441,41 @@ async def postgres_databases(admin_url: str, count: int) -> AsyncIterator[list[s
         await conn.close()
 
 
+def beside(cells: list[Cell], i: int) -> list[Cell]:
+    """The echo cells of cell i's database and client count nearest before and after it."""
+    c = cells[i]
+
+    def same(e: Cell) -> bool:
+        return e.path == "echo" and (e.database, e.clients) == (c.database, c.clients)
+
+    before = next((e for e in reversed(cells[:i]) if same(e)), None)
+    after = next((e for e in cells[i + 1 :] if same(e)), None)
+    return [e for e in (before, after) if e is not None]
+
+
 def bars(cells: list[Cell]) -> dict[Cell, float]:
-    """Each transfer cell's bar: the mean rate of the echo cells of its database and client
-    count nearest before and after it in the run."""
+    """Each transfer cell's bar: the mean rate of the echo cells `beside` it."""
     bar = {}
     for i, c in enumerate(cells):
-        if c.path not in ("spread", "hot"):
-            continue
-
-        def same(e: Cell, c: Cell = c) -> bool:
-            return e.path == "echo" and (e.database, e.clients) == (c.database, c.clients)
-
-        before = next((e for e in reversed(cells[:i]) if same(e)), None)
-        after = next((e for e in cells[i + 1 :] if same(e)), None)
-        rates = [e.rate for e in (before, after) if e is not None]
-        bar[c] = sum(rates) / len(rates)
+        if c.path in ("spread", "hot"):
+            rates = [e.rate for e in beside(cells, i)]
+            bar[c] = sum(rates) / len(rates)
     return bar
 
 
 def echo_costs(cells: list[Cell], measured: list[Cell]) -> tuple[float, float] | None:
-    """CPU µs per call of the `measured` transfer cells and of the echo cells beside them
+    """CPU µs per call of the `measured` transfer cells and of the echo cells `beside` them
     (each weighted by its calls), or None without CPU figures."""
-    transfer_cpu = transfer_calls = echo_cpu = echo_calls = 0.0
     where = {id(c): i for i, c in enumerate(cells)}
-    for c in measured:
-        i = where[id(c)]
-        beside = [e for e in (cells[i - 1], cells[i + 1] if i + 1 < len(cells) else None) if e]
-        beside = [e for e in beside if e.path == "echo" and e.clients == c.clients]
-        if c.cpu_us is None or any(e.cpu_us is None for e in beside) or not beside:
+    transfers = [(c.cpu_us, c.rate) for c in measured]
+    echoes = [(e.cpu_us, e.rate) for c in measured for e in beside(cells, where[id(c)])]
+    totals = []
+    for pairs in (transfers, echoes):
+        calls = sum(rate for _, rate in pairs)
+        if not pairs or not calls or any(cpu is None for cpu, _ in pairs):
             return None
-        transfer_cpu += c.cpu_us * c.rate
-        transfer_calls += c.rate
-        echo_cpu += sum((e.cpu_us or 0.0) * e.rate for e in beside)
-        echo_calls += sum(e.rate for e in beside)
-    if not transfer_calls or not echo_calls:
-        return None
-    return transfer_cpu / transfer_calls, echo_cpu / echo_calls
+        totals.append(sum((cpu or 0.0) * rate for cpu, rate in pairs) / calls)
+    return totals[0], totals[1]
 
 
 def report(cells: list[Cell], checks: dict[str, dict[str, object]], loads: list[str]) -> None:
