@@ -159,8 +159,8 @@ def cpu_text(cell: Cell) -> str:
 
 class CpuMeter:
     """CPU seconds so far (user + system, every thread) of the processes doing a cell's work:
-    this one and its descendants (the ledger-gateway with its transfer writer and outbox
-    relay, nats-server) and the PostgreSQL backends serving `database`. Reads /proc (Linux):
+    this one and its descendants (the ledger-gateway with its transfer writer, which also
+    publishes the outbox; nats-server) and the PostgreSQL backends serving `database`. Reads /proc (Linux):
     `processes()` scans it once before a cell, `read` then opens only their stat files (so a
     reading inside the measured window takes well under a millisecond)."""
 

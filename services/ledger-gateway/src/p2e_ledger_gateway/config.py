@@ -23,12 +23,10 @@ class Settings(ServiceSettings):
     port: int = DEFAULT_PORTS["ledger"]
     # Publish the outbox to NATS JetStream; off, events wait in the outbox.
     publish_events: bool = True
-    # Where the outbox publisher runs: "process" (a child process, see relay.py) or "inline"
-    # (on the gateway's event loop; always so for an in-memory database).
-    outbox_relay: Literal["process", "inline"] = "process"
     # Where batches of transfers are written: "process" (a child process with its own
     # connection, see writer_process.py) or "inline" (the gateway's own; always so for an
-    # in-memory database and for the Canton backend).
+    # in-memory database and for the Canton backend). The outbox publisher runs where the
+    # transfers are written: in that process, or on the gateway's event loop.
     transfer_writer: Literal["process", "inline"] = "process"
     # The publisher wakes at least this often even without a local commit (other processes).
     outbox_poll_seconds: float = 1.0

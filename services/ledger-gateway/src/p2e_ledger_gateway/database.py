@@ -53,28 +53,24 @@ class Database:
         *,
         retry_attempts: int = 8,
         threads: bool = True,
-        read_only: bool = False,
         sqlite_synchronous: SqliteSynchronous = "normal",
     ) -> None:
-        """`read_only` (the outbox relay's child): no writer thread or connection, and
-        `write` refuses. `sqlite_synchronous`: of the SQLite threads' connections (the
-        engine's own are set by `p2e_kit.db.create_engine`)."""
+        """`sqlite_synchronous`: of the SQLite threads' connections (the engine's own are
+        set by `p2e_kit.db.create_engine`)."""
         self.engine = engine
         self.is_sqlite = engine.dialect.name == "sqlite"
         self.retry_attempts = max(1, retry_attempts)
-        self.read_only = read_only
         self._local_lock = asyncio.Lock()
         self._writer: SqliteWriter | None = None
         self._reader: SqliteThread | None = None
         self._pg_writer: PgWriter | None = None
         if threads and self.is_sqlite and engine.url.database not in (None, "", ":memory:"):
             url, synchronous = engine.url, sqlite_synchronous
-            if not read_only:
-                self._writer = SqliteWriter(url, name="ledger-db-writer", synchronous=synchronous)
+            self._writer = SqliteWriter(url, name="ledger-db-writer", synchronous=synchronous)
             self._reader = SqliteThread(
                 url, name="ledger-db-reader", immediate=False, synchronous=synchronous
             )
-        elif threads and not read_only and engine.dialect.driver == "asyncpg":
+        elif threads and engine.dialect.driver == "asyncpg":
             self._pg_writer = PgWriter(engine)
 
     async def close(self) -> None:
@@ -112,8 +108,6 @@ class Database:
 
     async def write(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         """Run `work` in one write transaction; commit when it returns, roll back if it raises."""
-        if self.read_only:
-            raise RuntimeError("this Database was opened read_only: it does not write")
         async with self._reachable():
             for attempt in range(1, self.retry_attempts + 1):
                 try:

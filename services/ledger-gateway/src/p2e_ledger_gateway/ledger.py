@@ -140,17 +140,19 @@ class Ledger:
     async def _write_transfers(
         self, items: Sequence[transfers.Item]
     ) -> list[TransferRecord | P2EError]:
-        outcomes = await self._write_batch(items)
-        if any(isinstance(o, TransferRecord) and not o.replayed for o in outcomes):
-            self._on_outbox()
-        return outcomes
+        return await self._write_batch(items)
 
     async def _write_batch_here(
         self, items: Sequence[transfers.Item]
     ) -> list[TransferRecord | P2EError]:
-        return await self.db.write(
+        """The batch in this process (a `write_batch` of another process wakes its own
+        publisher)."""
+        outcomes = await self.db.write(
             lambda conn: transfers.create_many(conn, self.money, items, self.currency)
         )
+        if any(isinstance(o, TransferRecord) and not o.replayed for o in outcomes):
+            self._on_outbox()
+        return outcomes
 
     def _transfer_request(
         self, caller: Caller, payer: str, to_agent: str, amount: str, reason: str, request_id: str

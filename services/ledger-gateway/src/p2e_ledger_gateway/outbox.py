@@ -21,7 +21,8 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlparse
 
 from sqlalchemy import Row, bindparam, delete, select, update
@@ -40,31 +41,31 @@ PRUNE_EVERY_US = 60 * 1_000_000
 WARN_EVERY_US = 60 * 1_000_000
 
 
+@dataclass(frozen=True)
+class PublisherConfig:
+    """Where the publisher sends and how it batches, polls, backs off and prunes."""
+
+    nats_url: str
+    batch_size: int = 200  # rows per batch
+    poll_seconds: float = 1.0  # a read of the pending rows at least this often
+    linger_seconds: float = 0.02  # after a wake-up, for more commits to join the batch
+    retry_min_seconds: float = 0.2  # the backoff after a failure doubles from min to max
+    retry_max_seconds: float = 10.0
+    retention_hours: float = 24.0  # published rows are deleted after this long
+
+
 class OutboxPublisher:
     """One background task per process: connect, drain in order, wait for a commit or a poll."""
 
-    def __init__(
-        self,
-        db: Database,
-        nats_url: str,
-        *,
-        batch_size: int = 200,
-        poll_seconds: float = 1.0,
-        linger_seconds: float = 0.02,
-        retry_min_seconds: float = 0.2,
-        retry_max_seconds: float = 10.0,
-        retention_hours: float = 24.0,
-        marks: OutboxMarks | None = None,
-    ) -> None:
+    def __init__(self, db: Database, config: PublisherConfig) -> None:
         self.db = db
-        self.marks: OutboxMarks = marks or DatabaseMarks(db)
-        self.nats_url = nats_url
-        self.batch_size = batch_size
-        self.poll_seconds = poll_seconds
-        self.linger_seconds = linger_seconds
-        self.retry_min = retry_min_seconds
-        self.retry_max = retry_max_seconds
-        self.retention_hours = retention_hours
+        self.nats_url = config.nats_url
+        self.batch_size = config.batch_size
+        self.poll_seconds = config.poll_seconds
+        self.linger_seconds = config.linger_seconds
+        self.retry_min = config.retry_min_seconds
+        self.retry_max = config.retry_max_seconds
+        self.retention_hours = config.retention_hours
         self._last_prune = 0
         self._failing_since: int | None = None
         self._last_warning = 0
@@ -141,7 +142,10 @@ class OutboxPublisher:
         if now - self._last_prune < PRUNE_EVERY_US:
             return
         self._last_prune = now
-        await self.marks.prune(now - int(self.retention_hours * 3600 * 1_000_000))
+        query = delete(outbox).where(
+            outbox.c.published_time < now - int(self.retention_hours * 3600 * 1_000_000)
+        )
+        await self.db.write(lambda conn: conn.execute(query))
 
     async def _connect(self) -> Bus:
         # Look first: a refused TCP connect is cheap, and nats-py logs every failed attempt.
@@ -186,10 +190,11 @@ class OutboxPublisher:
             self._after = acked[-1]
         self.published += len(acked)
         if error is not None:
-            await self.marks.mark(acked, rows[failed_at].id, f"{type(error).__name__}: {error}")
+            failed, text = rows[failed_at].id, f"{type(error).__name__}: {error}"
+            await self.db.write(lambda conn: _mark(conn, acked, failed, text))
             raise error
         if acked:
-            await self.marks.mark(acked, None, "")
+            await self.db.write(lambda conn: _mark(conn, acked, None, ""))
         return len(rows) == self.batch_size
 
     async def _pending(self, conn: AsyncConnection) -> Sequence[Row[Any, Any, Any, Any, Any]]:
@@ -202,32 +207,6 @@ class OutboxPublisher:
             .limit(self.batch_size)
         )
         return (await conn.execute(query)).all()
-
-
-class OutboxMarks(Protocol):
-    """Where the publisher records what went out (the outbox's only writes)."""
-
-    async def mark(self, acked: list[int], failed: int | None, error: str) -> None:
-        """Rows `acked` are published; row `failed` (if any) was tried once more, with `error`."""
-        ...
-
-    async def prune(self, cutoff: int) -> None:
-        """Delete the rows published before `cutoff` (microseconds)."""
-        ...
-
-
-class DatabaseMarks:
-    """The marks written to the ledger's database, each in a write transaction of its own."""
-
-    def __init__(self, db: Database) -> None:
-        self.db = db
-
-    async def mark(self, acked: list[int], failed: int | None, error: str) -> None:
-        await self.db.write(lambda conn: _mark(conn, acked, failed, error))
-
-    async def prune(self, cutoff: int) -> None:
-        query = delete(outbox).where(outbox.c.published_time < cutoff)
-        await self.db.write(lambda conn: conn.execute(query))
 
 
 _MARK_PUBLISHED = (

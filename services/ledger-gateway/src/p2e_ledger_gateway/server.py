@@ -21,7 +21,6 @@ from p2e_kit.db import create_engine
 from p2e_kit.grpc_server import Registration
 from p2e_kit.service import serve
 from p2e_kit.settings import ServiceSettings
-from p2e_ledger_gateway import relay
 from p2e_ledger_gateway.api import LedgerApi
 from p2e_ledger_gateway.canton import CantonLedgerBackend, CantonSettings
 from p2e_ledger_gateway.canton_money import CantonMoney, check_currency
@@ -30,9 +29,8 @@ from p2e_ledger_gateway.database import Database
 from p2e_ledger_gateway.ledger import Ledger, LedgerOptions
 from p2e_ledger_gateway.money import Currency
 from p2e_ledger_gateway.money_backend import MoneyBackend, SqlMoney
-from p2e_ledger_gateway.outbox import OutboxPublisher
+from p2e_ledger_gateway.outbox import OutboxPublisher, PublisherConfig
 from p2e_ledger_gateway.policy import load_policies
-from p2e_ledger_gateway.relay import RelayProcess
 from p2e_ledger_gateway.store import create_schema
 from p2e_ledger_gateway.writer_process import WriterConfig, WriterProcess
 from p2engine.ledger.v1 import ledger_service_pb2_grpc
@@ -48,7 +46,7 @@ class LedgerApp:
 
     db: Database
     ledger: Ledger
-    publisher: OutboxPublisher | RelayProcess | None
+    publisher: OutboxPublisher | None  # on the gateway's loop, when no writer process
     registrations: list[Registration]
     writer: WriterProcess | None = None
     closed: bool = False
@@ -139,18 +137,17 @@ async def build_app(
             await money.aclose()
         await db.close()
         raise
-    publisher: OutboxPublisher | RelayProcess | None = None
-    if settings.publish_events:
-        if settings.outbox_relay == "process" and not db.in_memory:
-            publisher = RelayProcess(db, settings)
-        else:
-            publisher = relay.publisher(db, settings)
+    # The outbox publisher runs beside the transfer writer, in its process, if there is one.
+    publisher: OutboxPublisher | None = None
+    if writer is None and settings.publish_events:
+        publisher = OutboxPublisher(db, publisher_config(settings))
         publisher.start()
+    on_outbox = writer.notify_outbox if writer else publisher.notify if publisher else None
     ledger = Ledger(
         db,
         options,
         money=money,
-        on_outbox=publisher.notify if publisher else None,
+        on_outbox=on_outbox,
         write_batch=writer.write if writer else None,
     )
     servicer = LedgerApi(ledger)
@@ -185,10 +182,23 @@ def _start_writer(
             currency,
             settings.log_level,
             settings.sqlite_synchronous,
+            publisher_config(settings) if settings.publish_events else None,
         )
     )
     writer.start()
     return writer
+
+
+def publisher_config(settings: Settings) -> PublisherConfig:
+    return PublisherConfig(
+        settings.nats_url,
+        batch_size=settings.outbox_batch_size,
+        poll_seconds=settings.outbox_poll_seconds,
+        linger_seconds=settings.outbox_linger_seconds,
+        retry_min_seconds=settings.outbox_retry_min_seconds,
+        retry_max_seconds=settings.outbox_retry_max_seconds,
+        retention_hours=settings.outbox_retention_hours,
+    )
 
 
 @asynccontextmanager

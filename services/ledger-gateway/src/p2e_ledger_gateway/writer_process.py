@@ -6,22 +6,29 @@ more than one core. So by default (`transfer_writer: process`, the SQL backend o
 other processes can open) the gateway hands each batch of `TransferBatcher` to a child
 process that owns its own connection and runs `transfers.create_many` in one write
 transaction, exactly as the gateway would; the outcomes come back. Everything else the
-gateway writes (wallets, approvals, freezes, the outbox marks) stays in the gateway: SQLite's
-lock (`BEGIN IMMEDIATE`, busy timeout) and PostgreSQL's row locks order the two writers, and
-every transaction reads the audit chain's head inside itself, so neither caches what the
-other changes.
+gateway writes (wallets, approvals, freezes) stays in the gateway: SQLite's lock (`BEGIN
+IMMEDIATE`, busy timeout) and PostgreSQL's row locks order the two writers, and every
+transaction reads the audit chain's head inside itself, so neither caches what the other
+changes.
+
+The child also runs the outbox publisher (`WriterConfig.outbox`), on its own event loop while
+its writer thread writes the next batch: it is woken by each batch that wrote events, reads
+the rows back in order, publishes them and marks them in its own transactions. So the events
+of a batch go out from the process that committed them, and the gateway keeps its interpreter
+for gRPC (a separate publisher process cost a third of a transfer's CPU in its reads, wake-ups
+and reports). The gateway wakes it with a `WAKE` frame after its own writes of events.
 
 The pipe carries frames: a 4-byte big-endian length, then a pickle (both ends are this
 package, started by the gateway with its own interpreter). The first frame to the child is
 its `WriterConfig`; it answers `("ready", None)` once its database is open, then one answer
 per batch: `("ok", outcomes)`, `("refused", P2EError)` (e.g. the database is unavailable:
 every request of the batch gets it) or `("failed", text)` (an unexpected error: the batcher
-writes the batch again one by one). Closing the child's stdin stops it after the batch in
-hand.
+writes the batch again one by one); a `WAKE` frame (`None`) gets no answer. Closing the
+child's stdin stops it after the batch in hand.
 
 If the child dies mid-batch, the batch's callers get UNAVAILABLE (their transfers may have
-been recorded; a retry with the same request_id returns what was) and the next batch starts a
-new child.
+been recorded; a retry with the same request_id returns what was). A child that exits is
+replaced a second later, or by the next batch if that comes first.
 """
 
 from __future__ import annotations
@@ -46,11 +53,14 @@ from p2e_ledger_gateway.batcher import Outcome
 from p2e_ledger_gateway.database import Database
 from p2e_ledger_gateway.money import Currency
 from p2e_ledger_gateway.money_backend import SqlMoney
+from p2e_ledger_gateway.outbox import OutboxPublisher, PublisherConfig
+from p2e_ledger_gateway.records import TransferRecord
 
 log = logging.getLogger(__name__)
 
 START_TIMEOUT_SECONDS = 60.0
 STOP_TIMEOUT_SECONDS = 10.0
+RESTART_DELAY_SECONDS = 1.0
 _LENGTH = struct.Struct(">I")
 
 
@@ -63,6 +73,7 @@ class WriterConfig:
     currency: Currency
     log_level: str = "INFO"
     sqlite_synchronous: SqliteSynchronous = "normal"
+    outbox: PublisherConfig | None = None  # publish the outbox from the child; None: not
 
     def open_database(self) -> Database:
         """The child's database, set up as the gateway's."""
@@ -82,6 +93,9 @@ def frame(value: object) -> bytes:
     return _LENGTH.pack(len(data)) + data
 
 
+WAKE = frame(None)  # new outbox rows from the gateway's own writes: publish them; no answer
+
+
 async def read_frame(reader: asyncio.StreamReader) -> Any:
     """The next frame's value; IncompleteReadError at the end of the stream."""
     (length,) = _LENGTH.unpack(await reader.readexactly(_LENGTH.size))
@@ -95,21 +109,35 @@ class WriterProcess:
         self.config = config
         self._process: asyncio.subprocess.Process | None = None
         self._lock = asyncio.Lock()
-        self._starting: asyncio.Task[None] | None = None
+        self._supervisor: asyncio.Task[None] | None = None
         self._closed = False
         self.starts = 0
 
     def start(self) -> None:
-        """Start the child in the background (its imports take a few seconds); the first
-        batch waits until its database is open."""
-        self._starting = asyncio.create_task(self._start(), name="ledger-transfer-writer-start")
+        """Start the child in the background (its imports take a few seconds; the first
+        batch waits until its database is open), and again whenever it exits: its outbox
+        publisher has rows to send even when no batch comes."""
+        self._supervisor = asyncio.create_task(self._supervise(), name="ledger-transfer-writer")
 
-    async def _start(self) -> None:
-        async with self._lock:
-            try:
-                await self._ensure_started()
-            except Exception as exc:  # the first batch tries again and reports it
-                log.warning("transfer writer: %s", exc)
+    async def _supervise(self) -> None:
+        while not self._closed:
+            async with self._lock:
+                try:
+                    process: asyncio.subprocess.Process | None = await self._ensure_started()
+                except Exception as exc:  # the next batch tries again and reports it
+                    log.warning("transfer writer: %s", exc)
+                    process = None
+            if process is not None:
+                await process.wait()
+            await asyncio.sleep(RESTART_DELAY_SECONDS)
+
+    def notify_outbox(self) -> None:
+        """The gateway committed outbox rows itself (an approval, a rejection): wake the
+        child's publisher. A child that is not running reads them when it starts."""
+        process = self._process
+        if process is not None and process.returncode is None and process.stdin is not None:
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                process.stdin.write(WAKE)  # a whole frame: never inside another one
 
     async def write(self, items: Sequence[transfers.Item]) -> list[Outcome]:
         """The outcomes of one batch, in order, written by the child in one transaction."""
@@ -143,10 +171,10 @@ class WriterProcess:
         """Close the child's stdin (it finishes the batch in hand and exits); later batches
         are refused."""
         self._closed = True
-        if self._starting is not None:
-            self._starting.cancel()
+        if self._supervisor is not None:
+            self._supervisor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._starting
+                await self._supervisor
         async with self._lock:
             process, self._process = self._process, None
             if process is None or process.returncode is not None:
@@ -214,6 +242,9 @@ class WriterProcess:
                 "the ledger's transfer writer did not start (see the gateway's log)",
                 reason="TRANSFER_WRITER_UNAVAILABLE",
             ) from exc
+        except BaseException:  # cancelled (the gateway stops): no child left behind
+            await self._reap(process)
+            raise
         if kind != "ready":
             await self._reap(process)
             raise value if isinstance(value, P2EError) else WriterFailed(str(value))
@@ -243,14 +274,21 @@ async def _child(stdin: asyncio.StreamReader, out: BinaryIO) -> None:
     db = config.open_database()
     money = SqlMoney(db, config.currency)
     currency = config.currency
+    publisher = OutboxPublisher(db, config.outbox) if config.outbox is not None else None
     gc.freeze()  # start-up's objects live as long as the child (see p2e_kit.service)
     try:
+        if publisher is not None:
+            publisher.start()
         send("ready", None)
         while True:
             try:
                 items = await read_frame(stdin)
             except asyncio.IncompleteReadError:  # stdin closed: the gateway stops us
                 return
+            if items is None:  # WAKE
+                if publisher is not None:
+                    publisher.notify()
+                continue
             try:
                 outcomes = await db.write(
                     lambda conn, items=items: transfers.create_many(conn, money, items, currency)
@@ -262,8 +300,17 @@ async def _child(stdin: asyncio.StreamReader, out: BinaryIO) -> None:
                 send("failed", f"{type(exc).__name__}: {exc}")
             else:
                 send("ok", outcomes)
+                if publisher is not None and any(_new_event(o) for o in outcomes):
+                    publisher.notify()
     finally:
+        if publisher is not None:
+            await publisher.stop()
         await db.close()
+
+
+def _new_event(outcome: Outcome) -> bool:
+    """The outcome wrote an event to the outbox (a replay or a refused request did not)."""
+    return isinstance(outcome, TransferRecord) and not outcome.replayed
 
 
 async def _child_main() -> None:

@@ -18,7 +18,7 @@ from p2e_kit.db import create_engine
 from p2e_ledger_gateway import events
 from p2e_ledger_gateway.database import Database
 from p2e_ledger_gateway.ledger import Ledger, LedgerOptions
-from p2e_ledger_gateway.outbox import OutboxPublisher
+from p2e_ledger_gateway.outbox import OutboxPublisher, PublisherConfig
 from p2e_ledger_gateway.store import create_schema, outbox
 from p2engine.ledger.v1 import events_pb2
 
@@ -100,7 +100,7 @@ class FailsAt(FlakyBus):
 
 async def test_failed_publish_keeps_the_row_and_retries_in_order(ledger: Ledger) -> None:
     first, second = await pay(ledger, 1), await pay(ledger, 2)
-    publisher = OutboxPublisher(ledger.db, "nats://unused", batch_size=100)
+    publisher = OutboxPublisher(ledger.db, PublisherConfig("nats://unused", batch_size=100))
     bus = FlakyBus(failures=1)  # the first row's first message
     publisher.bus = bus  # type: ignore[assignment]
     with pytest.raises(TimeoutError):
@@ -128,7 +128,7 @@ async def test_failure_mid_batch_marks_the_rows_before_the_failed_one(
     """Any message of a row failing keeps that row and the later ones pending, even when all
     the later rows' messages were acked; the earlier rows are marked."""
     ids = [await pay(ledger, n) for n in range(3)]  # 3 rows, 9 messages
-    publisher = OutboxPublisher(ledger.db, "nats://unused")
+    publisher = OutboxPublisher(ledger.db, PublisherConfig("nats://unused"))
     bus = FailsAt(position)
     publisher.bus = bus  # type: ignore[assignment]
     with pytest.raises(ConnectionError):
@@ -161,7 +161,7 @@ async def test_a_stored_message_row_goes_out_as_it_is(ledger: Ledger) -> None:
     }
     await ledger.db.write(lambda conn: conn.execute(insert(outbox).values(**stored)))
     second = await pay(ledger, 2)
-    publisher = OutboxPublisher(ledger.db, "nats://unused")
+    publisher = OutboxPublisher(ledger.db, PublisherConfig("nats://unused"))
     bus = FailsAt(3)  # the stored message, right after the first row's three
     publisher.bus = bus  # type: ignore[assignment]
     with pytest.raises(ConnectionError):
@@ -182,7 +182,9 @@ async def test_a_stored_message_row_goes_out_as_it_is(ledger: Ledger) -> None:
 async def test_full_batches_report_more_work(ledger: Ledger) -> None:
     for n in range(3):
         await pay(ledger, n)
-    publisher = OutboxPublisher(ledger.db, "nats://unused", batch_size=2)  # rows, not messages
+    publisher = OutboxPublisher(
+        ledger.db, PublisherConfig("nats://unused", batch_size=2)
+    )  # rows, not messages
     bus = FlakyBus(0)
     publisher.bus = bus  # type: ignore[assignment]
     assert await publisher.drain_once() is True

@@ -102,25 +102,6 @@ def test_a_busy_begin_raises_the_error_database_write_retries(tmp_path: Path) ->
         engine.dispose()
 
 
-async def test_a_read_only_database_reads_beside_the_writer_and_starts_no_writer(
-    db: Database, sqlite_url: str
-) -> None:
-    import threading
-
-    before = set(threading.enumerate())
-    reader = Database(create_engine(sqlite_url), read_only=True)  # as the outbox relay opens it
-    try:
-        await db.write(add("r1"))
-        assert await agents(reader) == ["r1"]
-        with pytest.raises(RuntimeError, match="read_only"):
-            await reader.write(add("r2"))
-        started = [t.name for t in set(threading.enumerate()) - before]
-        assert started and all(name.startswith("ledger-db-reader") for name in started)
-        assert await agents(db) == ["r1"]
-    finally:
-        await reader.close()
-
-
 @pytest.mark.parametrize(("level", "pragma"), [("normal", 1), ("full", 2)])
 async def test_sqlite_synchronous_reaches_every_connection_of_the_ledger(
     sqlite_url: str, level: str, pragma: int
