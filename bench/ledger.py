@@ -1,6 +1,7 @@
 """Benchmark: ledger transfers through gRPC against their floors, on SQLite and PostgreSQL.
 
     uv run --frozen python bench/ledger.py [--seconds 3] [--rounds 3] [--no-events] [--no-postgres]
+                                           [--set NAME=VALUE ...]
 
 For each database the ledger-gateway runs as its own process (`python -m p2e_ledger_gateway`,
 publishing its outbox to a nats-server started here, as deployed), so the clients here and
@@ -26,7 +27,8 @@ the server do not share an event loop. Measured in the same run, each cell for `
             this floor: it measures what one transfer per transaction costs
 
 PostgreSQL is the local server (`--postgres-admin`); throwaway databases are created and
-dropped. Prints one table, then the issue's targets: at 64 clients transfers/s >= 60 % of
+dropped. `--set NAME=VALUE` gives the gateways a setting (`P2E_LEDGER_NAME`, checked against
+the ledger-gateway's settings), to compare configurations without editing code. Prints one table, then the issue's targets: at 64 clients transfers/s >= 60 % of
 the echo rate on SQLite and >= 40 % on PostgreSQL, with p99 < 50 ms.
 
 Beside each rate, the CPU it took (`/proc`, Linux): per call, the CPU time of every process
@@ -220,7 +222,14 @@ def _stat_fields(pid: int) -> list[str]:
 class Gateway(ServiceProcess):
     """`python -m p2e_ledger_gateway` on a free port, stopped in `stop()`."""
 
-    def __init__(self, tmp: Path, nats_url: str, database_url: str, events: bool) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        nats_url: str,
+        database_url: str,
+        events: bool,
+        settings: dict[str, str] | None = None,
+    ) -> None:
         config = tmp / "config"
         config.mkdir(parents=True, exist_ok=True)
         ledger = {"initial_balance": 0, "asset": "P2E", "scale": 2, "policies": {}}
@@ -238,6 +247,7 @@ class Gateway(ServiceProcess):
             "P2E_LEDGER_DATABASE_URL": database_url,
             "P2E_LEDGER_PUBLISH_EVENTS": "true" if events else "false",
         }
+        env |= {f"P2E_LEDGER_{name.upper()}": value for name, value in (settings or {}).items()}
         log = tmp / f"ledger-{uuid.uuid4().hex[:6]}.log"
         super().__init__("p2e_ledger_gateway", f"127.0.0.1:{port}", env, log)
 
@@ -534,7 +544,7 @@ async def main_async(args: argparse.Namespace) -> None:
         tmp = Path(tmp_dir)
         nats = start_nats_server(tmp / "nats", log_file=tmp / "nats.log")
         try:
-            gateway = Gateway(tmp / "sqlite", nats.url, "", args.events)
+            gateway = Gateway(tmp / "sqlite", nats.url, "", args.events, args.settings)
             found, checks["sqlite"] = await grpc_cells(
                 "sqlite", gateway, args.seconds, args.rounds, run_id
             )
@@ -542,7 +552,9 @@ async def main_async(args: argparse.Namespace) -> None:
             cells += await raw_cells("sqlite", sqlite_url(tmp / "raw.db"), args.seconds)
             if args.postgres:
                 async with postgres_databases(args.postgres_admin, 2) as (served, raw):
-                    gateway = Gateway(tmp / "postgres", nats.url, served, args.events)
+                    gateway = Gateway(
+                        tmp / "postgres", nats.url, served, args.events, args.settings
+                    )
                     found, checks["postgres"] = await grpc_cells(
                         "postgres", gateway, args.seconds, args.rounds, run_id
                     )
@@ -552,6 +564,34 @@ async def main_async(args: argparse.Namespace) -> None:
             nats.stop()
     loads.append("end " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
     report(cells, checks, loads)
+
+
+# Set by the bench itself for each gateway it starts.
+BENCH_SETTINGS = frozenset({"port", "database_url", "publish_events", "config_dir", "data_dir"})
+
+
+def gateway_settings(pairs: list[str]) -> dict[str, str]:
+    """`--set NAME=VALUE` pairs checked against the ledger-gateway's settings; ValueError
+    names the first bad one."""
+    from pydantic import ValidationError
+
+    from p2e_ledger_gateway.config import Settings
+
+    found: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        name = name.strip().lower()
+        if not sep or name not in Settings.model_fields:
+            raise ValueError(f"--set {pair!r}: not NAME=VALUE with NAME a ledger-gateway setting")
+        if name in BENCH_SETTINGS:
+            raise ValueError(f"--set {pair!r}: the bench sets {name} itself")
+        try:
+            Settings.model_validate({name: value})
+        except ValidationError as exc:
+            problem = exc.errors()[0]["msg"]
+            raise ValueError(f"--set {pair!r}: {problem}") from None
+        found[name] = value
+    return found
 
 
 def main() -> int:
@@ -571,9 +611,24 @@ def main() -> int:
     )
     parser.add_argument("--no-postgres", dest="postgres", action="store_false")
     parser.add_argument("--postgres-admin", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument(
+        "--set",
+        dest="settings",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a ledger-gateway setting for this run (P2E_LEDGER_NAME), e.g. "
+        "outbox_linger_seconds=0.05; repeatable",
+    )
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
+    try:
+        args.settings = gateway_settings(args.settings)
+    except ValueError as exc:
+        parser.error(str(exc))
+    for name, value in args.settings.items():
+        print(f"ledger-gateway setting: {name}={value}")
     asyncio.run(main_async(args))
     return 0
 
