@@ -33,7 +33,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from p2e_kit.db import SqliteSynchronous
+from p2e_kit.db import SqliteSynchronous, create_engine
 from p2e_kit.errors import DependencyUnavailable
 from p2e_ledger_gateway.pg_writer import PgWriter
 from p2e_ledger_gateway.sqlite_thread import SqliteThread, SqliteWriter
@@ -72,6 +72,23 @@ class Database:
             )
         elif threads and engine.dialect.driver == "asyncpg":
             self._pg_writer = PgWriter(engine)
+
+    @classmethod
+    def open(
+        cls,
+        url: str,
+        *,
+        retry_attempts: int = 8,
+        threads: bool = True,
+        sqlite_synchronous: SqliteSynchronous = "normal",
+    ) -> Database:
+        """The database at `url`, its engine's and its threads' SQLite connections alike."""
+        return cls(
+            create_engine(url, sqlite_synchronous=sqlite_synchronous),
+            retry_attempts=retry_attempts,
+            threads=threads,
+            sqlite_synchronous=sqlite_synchronous,
+        )
 
     async def close(self) -> None:
         """Stop the SQLite threads (if any) and dispose of the engine."""

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 import httpx
 
 from p2e_kit.appconfig import LedgerConfig, load_agents, load_app_config
-from p2e_kit.db import create_engine
 from p2e_kit.grpc_server import Registration
 from p2e_kit.service import serve
 from p2e_kit.settings import ServiceSettings
@@ -114,12 +113,11 @@ async def build_app(
     """
     config = load_app_config(settings.config_dir).ledger
     options = _options(config, settings)
-    synchronous = settings.sqlite_synchronous
-    db = Database(
-        create_engine(settings.db_url, sqlite_synchronous=synchronous),
+    db = Database.open(
+        settings.db_url,
         retry_attempts=settings.db_retry_attempts,
         threads=config.backend == "sql",  # Canton's moves await the network mid-transaction
-        sqlite_synchronous=synchronous,
+        sqlite_synchronous=settings.sqlite_synchronous,
     )
     money: MoneyBackend | None = None
     try:

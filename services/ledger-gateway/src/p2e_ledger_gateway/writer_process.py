@@ -45,7 +45,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-from p2e_kit.db import SqliteSynchronous, create_engine
+from p2e_kit.db import SqliteSynchronous
 from p2e_kit.errors import DependencyUnavailable, P2EError
 from p2e_kit.logs import configure_logging
 from p2e_ledger_gateway import transfers
@@ -77,8 +77,8 @@ class WriterConfig:
 
     def open_database(self) -> Database:
         """The child's database, set up as the gateway's."""
-        return Database(
-            create_engine(self.database_url, sqlite_synchronous=self.sqlite_synchronous),
+        return Database.open(
+            self.database_url,
             retry_attempts=self.retry_attempts,
             sqlite_synchronous=self.sqlite_synchronous,
         )
