@@ -32,11 +32,24 @@ from p2e_ledger_gateway.writer_process import WriterProcess
 
 OPERATOR = Caller("operator", "ops")
 TIMEOUT = 60  # seconds: no test hangs on a failure (a child's imports take a few seconds)
-# No poll within any test: only a wake-up (a batch's, or the gateway's frame) publishes.
-NO_POLL = {"outbox_poll_seconds": 600.0}
 
 MakeSettings = Callable[..., Settings]
 Message = tuple[str, str]  # subject, Nats-Msg-Id
+
+
+def publishing(
+    make_settings: MakeSettings, url: str, nats: NatsServer, writer: str, *, poll: bool = True
+) -> Settings:
+    """Settings publishing to `nats`, transfers written by `writer` ("process" / "inline").
+    Without `poll` no poll comes within a test: only a wake-up (a batch's, or the gateway's
+    frame) publishes."""
+    return make_settings(
+        url,
+        publish_events=True,
+        nats_url=nats.url,
+        transfer_writer=writer,
+        outbox_poll_seconds=0.2 if poll else 600.0,
+    )
 
 
 async def pay(
@@ -120,13 +133,7 @@ def database_url(request: pytest.FixtureRequest) -> str:
 async def test_the_writer_process_publishes_its_batches_and_the_gateways_writes(
     make_settings: MakeSettings, database_url: str, nats_server: NatsServer, bus: Bus
 ) -> None:
-    settings = make_settings(
-        database_url,
-        publish_events=True,
-        nats_url=nats_server.url,
-        transfer_writer="process",
-        **NO_POLL,
-    )
+    settings = publishing(make_settings, database_url, nats_server, "process", poll=False)
     async with asyncio.timeout(TIMEOUT), running_app(settings) as app:
         assert app.publisher is None  # the gateway publishes nothing itself
         await init(app)
@@ -156,9 +163,7 @@ async def test_the_writer_process_publishes_its_batches_and_the_gateways_writes(
 async def test_a_killed_writer_is_replaced_at_once_and_every_event_arrives_once(
     make_settings: MakeSettings, sqlite_url: str, nats_server: NatsServer, bus: Bus
 ) -> None:
-    settings = make_settings(
-        sqlite_url, publish_events=True, nats_url=nats_server.url, transfer_writer="process"
-    )
+    settings = publishing(make_settings, sqlite_url, nats_server, "process")
     async with asyncio.timeout(TIMEOUT), running_app(settings) as app:
         writer = app.writer
         assert isinstance(writer, WriterProcess)
@@ -190,9 +195,7 @@ async def test_a_killed_writer_is_replaced_at_once_and_every_event_arrives_once(
 async def test_the_child_stops_cleanly_with_the_gateway(
     make_settings: MakeSettings, sqlite_url: str, nats_server: NatsServer
 ) -> None:
-    settings = make_settings(
-        sqlite_url, publish_events=True, nats_url=nats_server.url, transfer_writer="process"
-    )
+    settings = publishing(make_settings, sqlite_url, nats_server, "process")
     async with asyncio.timeout(TIMEOUT):
         app = await build_app(settings)
         try:
@@ -209,13 +212,7 @@ async def test_the_child_stops_cleanly_with_the_gateway(
 async def test_with_an_inline_writer_the_gateway_publishes(
     make_settings: MakeSettings, sqlite_url: str, nats_server: NatsServer, bus: Bus
 ) -> None:
-    settings = make_settings(
-        sqlite_url,
-        publish_events=True,
-        nats_url=nats_server.url,
-        transfer_writer="inline",
-        **NO_POLL,
-    )
+    settings = publishing(make_settings, sqlite_url, nats_server, "inline", poll=False)
     async with asyncio.timeout(TIMEOUT), running_app(settings) as app:
         assert app.writer is None and isinstance(app.publisher, OutboxPublisher)
         await init(app)
