@@ -140,7 +140,10 @@ async def build_app(
     if writer is None and settings.publish_events:
         publisher = OutboxPublisher(db, publisher_config(settings))
         publisher.start()
-    on_outbox = writer.notify_outbox if writer else publisher.notify if publisher else None
+    if writer is not None:
+        on_outbox = writer.notify_outbox if settings.publish_events else None
+    else:
+        on_outbox = publisher.notify if publisher else None
     ledger = Ledger(
         db,
         options,

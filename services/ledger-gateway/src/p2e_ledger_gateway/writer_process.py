@@ -28,7 +28,8 @@ child's stdin stops it after the batch in hand.
 
 If the child dies mid-batch, the batch's callers get UNAVAILABLE (their transfers may have
 been recorded; a retry with the same request_id returns what was). A child that exits is
-replaced a second later, or by the next batch if that comes first.
+replaced a second later (twice as long after each start that failed or died young, up to
+30 s), or by the next batch if that comes first.
 """
 
 from __future__ import annotations
@@ -60,7 +61,9 @@ log = logging.getLogger(__name__)
 
 START_TIMEOUT_SECONDS = 60.0
 STOP_TIMEOUT_SECONDS = 10.0
-RESTART_DELAY_SECONDS = 1.0
+RESTART_DELAY_SECONDS = 1.0  # before starting a child again; doubles while starts fail ...
+RESTART_DELAY_MAX_SECONDS = 30.0  # ... up to this
+HEALTHY_SECONDS = 10.0  # a child that ran this long resets the delay
 _LENGTH = struct.Struct(">I")
 
 
@@ -120,16 +123,20 @@ class WriterProcess:
         self._supervisor = asyncio.create_task(self._supervise(), name="ledger-transfer-writer")
 
     async def _supervise(self) -> None:
+        loop = asyncio.get_running_loop()
+        delay = RESTART_DELAY_SECONDS
         while not self._closed:
+            started = loop.time()
             async with self._lock:
                 try:
                     process: asyncio.subprocess.Process | None = await self._ensure_started()
                 except Exception as exc:  # the next batch tries again and reports it
-                    log.warning("transfer writer: %s", exc)
+                    log.warning("transfer writer: %s (next start in %.0fs)", exc, delay)
                     process = None
             if process is not None:
                 await process.wait()
-            await asyncio.sleep(RESTART_DELAY_SECONDS)
+            delay = restart_delay(delay, process is not None, loop.time() - started)
+            await asyncio.sleep(delay)
 
     def notify_outbox(self) -> None:
         """The gateway committed outbox rows itself (an approval, a rejection): wake the
@@ -259,6 +266,15 @@ class WriterProcess:
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
             await process.wait()
+
+
+def restart_delay(last: float, started: bool, ran_seconds: float) -> float:
+    """How long to wait before starting the child again: the first delay again after a
+    child that ran well, else twice the last one (a database that cannot be opened, a child
+    that keeps dying at once), capped."""
+    if started and ran_seconds >= HEALTHY_SECONDS:
+        return RESTART_DELAY_SECONDS
+    return min(last * 2, RESTART_DELAY_MAX_SECONDS)
 
 
 # --- the child ------------------------------------------------------------------------------

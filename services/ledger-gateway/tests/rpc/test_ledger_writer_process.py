@@ -48,7 +48,13 @@ from p2e_ledger_gateway.policy import NO_POLICY
 from p2e_ledger_gateway.records import Status, TransferRecord
 from p2e_ledger_gateway.server import build_app
 from p2e_ledger_gateway.transfers import Item, TransferRequest
-from p2e_ledger_gateway.writer_process import WriterFailed, WriterProcess, frame, read_frame
+from p2e_ledger_gateway.writer_process import (
+    WriterFailed,
+    WriterProcess,
+    frame,
+    read_frame,
+    restart_delay,
+)
 from p2engine.ledger.v1 import ledger_service_pb2 as pb
 from p2engine.ledger.v1 import ledger_service_pb2_grpc
 
@@ -210,6 +216,16 @@ async def test_every_error_crosses_the_pipe_intact() -> None:
     ]
     with pytest.raises(asyncio.IncompleteReadError):  # the stream ends between frames
         await read_frame(reader)
+
+
+def test_a_child_that_keeps_failing_is_started_less_and_less_often() -> None:
+    delays, delay = [], 1.0
+    for _ in range(7):  # the database cannot be opened: every start fails
+        delay = restart_delay(delay, started=False, ran_seconds=3.0)
+        delays.append(delay)
+    assert delays == [2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0]
+    assert restart_delay(30.0, started=True, ran_seconds=2.0) == 30.0  # died young
+    assert restart_delay(30.0, started=True, ran_seconds=600.0) == 1.0  # ran well: at once
 
 
 async def test_a_truncated_frame_is_an_incomplete_read() -> None:
