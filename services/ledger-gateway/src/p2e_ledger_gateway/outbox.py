@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_SECONDS = 5.0
 PRUNE_EVERY_US = 60 * 1_000_000
+PRUNE_CHUNK = 2000  # rows per pruning transaction
 WARN_EVERY_US = 60 * 1_000_000
 
 
@@ -142,10 +143,19 @@ class OutboxPublisher:
         if now - self._last_prune < PRUNE_EVERY_US:
             return
         self._last_prune = now
-        query = delete(outbox).where(
-            outbox.c.published_time < now - int(self.retention_hours * 3600 * 1_000_000)
-        )
-        await self.db.write(lambda conn: conn.execute(query))
+        await self.prune(now - int(self.retention_hours * 3600 * 1_000_000))
+
+    async def prune(self, cutoff: int, chunk: int = PRUNE_CHUNK) -> int:
+        """Delete the rows published before `cutoff` (µs), `chunk` rows per transaction so
+        that the transfer batches queued beside them never wait for all of them; how many."""
+        deleted = 0
+        while True:
+            done = await self.db.write(
+                lambda conn: conn.execute(_PRUNE, {"cutoff": cutoff, "chunk": chunk})
+            )
+            deleted += done.rowcount
+            if done.rowcount < chunk:
+                return deleted
 
     async def _connect(self) -> Bus:
         # Look first: a refused TCP connect is cheap, and nats-py logs every failed attempt.
@@ -220,6 +230,14 @@ _MARK_FAILED = (
     .values(attempts=outbox.c.attempts + 1, last_error=bindparam("error"))
 )
 MARK_CHUNK = 500  # ids per UPDATE
+_PRUNE = delete(outbox).where(
+    outbox.c.id.in_(
+        select(outbox.c.id)
+        .where(outbox.c.published_time < bindparam("cutoff"))
+        .order_by(outbox.c.id)
+        .limit(bindparam("chunk"))
+    )
+)
 
 
 async def _mark(conn: AsyncConnection, acked: list[int], failed: int | None, error: str) -> None:

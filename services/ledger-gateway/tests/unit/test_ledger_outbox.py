@@ -191,3 +191,43 @@ async def test_full_batches_report_more_work(ledger: Ledger) -> None:
     assert (publisher.published, len(bus.sent)) == (2, 6)
     assert await publisher.drain_once() is False
     assert (publisher.published, len(bus.sent)) == (3, 9)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def any_url(request: pytest.FixtureRequest) -> str:
+    return str(request.getfixturevalue(f"{request.param}_url"))
+
+
+async def test_prune_deletes_old_published_rows_in_chunks_and_keeps_the_rest(
+    any_url: str,
+) -> None:
+    db = Database(create_engine(any_url))
+    try:
+        await create_schema(db.engine)
+        # 7 rows published at 100..106, 2 published at 1000, 2 pending: prune before 500.
+        stamps = [100 + n for n in range(7)] + [1000, 1000, None, None]
+        values = [
+            {
+                "subject": "p2e.ledger.test",
+                "msg_id": f"m{n}",
+                "message_type": "test",
+                "body": b"",
+                "create_time": 1,
+                "published_time": stamp,
+            }
+            for n, stamp in enumerate(stamps)
+        ]
+        await db.write(lambda conn: conn.execute(insert(outbox), values))
+        publisher = OutboxPublisher(db, PublisherConfig("nats://unused"))
+        assert await publisher.prune(500, chunk=3) == 7  # in 3 transactions: 3, 3, 1
+        query = select(outbox.c.msg_id, outbox.c.published_time).order_by(outbox.c.id)
+        left = (await db.read(lambda conn: conn.execute(query))).all()
+        assert [tuple(row) for row in left] == [
+            ("m7", 1000),
+            ("m8", 1000),
+            ("m9", None),
+            ("m10", None),
+        ]
+        assert await publisher.prune(500, chunk=3) == 0
+    finally:
+        await db.close()
