@@ -101,6 +101,7 @@ class Cell:
     latencies: tuple[float, ...] = field(default=(), compare=False, repr=False)
     cpu_us: float | None = None  # CPU per call, every process doing the work (CpuMeter)
     cores: float | None = None  # cores busy in the measured window
+    batch: float | None = None  # transfers per batch the gateway wrote (warm-up included)
 
 
 def pct(values: list[float], q: float) -> float:
@@ -284,12 +285,18 @@ async def grpc_cells(
         plan.append((*paths[0], most))
         meter = CpuMeter(postgres_name(gateway.env["P2E_LEDGER_DATABASE_URL"]))
         for name, op, clients in plan:
-            cell = Cell(
-                database, name, clients, *await measure(op(clients), clients, seconds, meter=meter)
+            before = await ledger.GetDebugInfo(pb.GetDebugInfoRequest())
+            result = await measure(op(clients), clients, seconds, meter=meter)
+            after = await ledger.GetDebugInfo(pb.GetDebugInfoRequest())
+            batches = after.transfer_batches - before.transfer_batches
+            batch = (
+                (after.batched_transfers - before.batched_transfers) / batches if batches else None
             )
+            cell = Cell(database, name, clients, *result, batch=batch)
             cells.append(cell)
             print(
-                f"  {database:<9}{name:<8}{clients:>3} clients {cell.rate:>8.0f}/s{cpu_text(cell)}",
+                f"  {database:<9}{name:<8}{clients:>3} clients {cell.rate:>8.0f}/s{cpu_text(cell)}"
+                + (f", {batch:.1f} per batch" if batch is not None else ""),
                 flush=True,
             )
         info = await ledger.GetDebugInfo(pb.GetDebugInfoRequest())
@@ -498,7 +505,7 @@ def report(cells: list[Cell], checks: dict[str, dict[str, object]], loads: list[
     raw = {(c.database, c.path[4:], c.clients): c.rate for c in cells if c.path.startswith("raw")}
     print(
         f"\n{'database':<10}{'path':<12}{'clients':>8}{'per s':>10}{'p50 ms':>9}"
-        f"{'p99 ms':>9}{'% echo':>8}{'% raw':>7}{'cpu us':>8}{'cores':>7}"
+        f"{'p99 ms':>9}{'% echo':>8}{'% raw':>7}{'cpu us':>8}{'cores':>7}{'batch':>7}"
     )
     for c in cells:
         of_echo = of_raw = ""
@@ -507,9 +514,10 @@ def report(cells: list[Cell], checks: dict[str, dict[str, object]], loads: list[
             floor = raw.get((c.database, c.path, c.clients))
             of_raw = f"{100 * c.rate / floor:.0f}%" if floor else ""
         cpu = f"{c.cpu_us:>8.0f}{c.cores:>7.2f}" if c.cpu_us is not None and c.cores else ""
+        batch = f"{c.batch:>7.1f}" if c.batch is not None else ""
         print(
             f"{c.database:<10}{c.path:<12}{c.clients:>8}{c.rate:>10.0f}{c.p50:>9.2f}"
-            f"{c.p99:>9.2f}{of_echo:>8}{of_raw:>7}{cpu}"
+            f"{c.p99:>9.2f}{of_echo:>8}{of_raw:>7}{cpu}{batch}"
         )
     print("\ntargets at 64 clients (transfers/s vs echo/s over every round; p99 of every call):")
     rounds: dict[tuple[str, str], list[Cell]] = {}

@@ -90,6 +90,12 @@ def test_demo_and_balance(stack: dict[str, str]) -> None:
     elapsed = time.monotonic() - began
     assert balance.stdout.strip() == "agent_alpha: 75.00 P2E"
     assert elapsed < 1.5, f"ledger balance took {elapsed:.2f}s"
+    # The demo's transfer was written by the gateway's batcher: `ledger debug` counts it.
+    debug = json.loads(p2engine(stack, "ledger", "debug", "--json").stdout)
+    assert int(debug["transfer_batches"]) >= 1
+    assert int(debug["batched_transfers"]) >= int(debug["transfer_batches"])
+    shown = p2engine(stack, "ledger", "debug")
+    assert shown.returncode == 0 and "per batch" in shown.stdout, shown.stdout + shown.stderr
 
 
 def test_real_errors_are_one_line(stack: dict[str, str]) -> None:

@@ -224,6 +224,12 @@ def _same_amount(a: str, b: str) -> bool:
         return a == b
 
 
+def _batches_text(batches: int, transfers: int) -> str:
+    if not batches:
+        return "0"
+    return f"{batches} ({transfers} transfers, {transfers / batches:.1f} per batch)"
+
+
 def debug_view(d: Any) -> RenderableType:
     from p2engine.common.v1 import common_pb2
 
@@ -237,6 +243,7 @@ def debug_view(d: Any) -> RenderableType:
             ("asset", f"{d.asset} (scale {d.scale})"),
             ("audit head", f"#{d.audit_head_sequence} {d.audit_head_hash[:16]}"),
             ("outbox pending", str(d.outbox_pending)),
+            ("transfer batches", _batches_text(d.transfer_batches, d.batched_transfers)),
             ("you are", f"{caller}:{d.caller.id}" if d.caller.id else caller),
         ],
     )

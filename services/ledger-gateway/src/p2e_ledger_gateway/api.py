@@ -117,6 +117,8 @@ class LedgerApi(ledger_service_pb2_grpc.LedgerServiceServicer):
             asset=self.currency.asset,
             scale=self.currency.scale,
             outbox_pending=info.outbox_pending,
+            transfer_batches=info.transfer_batches,
+            batched_transfers=info.batched_transfers,
             caller=common_pb2.Caller(
                 kind=CALLER_KINDS.get(caller.kind, common_pb2.CALLER_KIND_UNSPECIFIED),
                 id=caller.id,

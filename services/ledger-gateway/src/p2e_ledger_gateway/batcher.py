@@ -10,6 +10,10 @@ with a few statements, instead of a dozen statements (and on PostgreSQL as many 
 per transfer. Batches run one at a time, so a lone request is written at once and under load
 each batch takes everything that queued meanwhile (at most `max_batch`).
 
+`batches` and `transfers` count what was written (a batch that failed and was written again
+one by one counts as that many batches of one): their ratio, the mean batch, tells how much
+of a batch's fixed cost the load shares (`GetDebugInfo`, `p2engine ledger debug`).
+
 If the batch's transaction fails for a reason that is not retried (`Database.write` retries
 lock contention, deadlocks, serialization failures and lost unique races) and is not the
 service's own error (the database unreachable: every request gets that), its requests are
@@ -52,6 +56,8 @@ class TransferBatcher:
         self.gather_step_seconds = gather_step_seconds
         self._queue: list[tuple[Item, asyncio.Future[Outcome]]] = []
         self._task: asyncio.Task[None] | None = None
+        self.batches = 0  # batches written since start-up
+        self.transfers = 0  # requests in them (replays and refusals included)
 
     async def submit(self, item: Item) -> Outcome:
         """The outcome of `item` (an error it must raise is returned, not raised)."""
@@ -103,6 +109,8 @@ class TransferBatcher:
             for item, future in zip(items, futures, strict=True):
                 await self._run([item], [future])
             return
+        self.batches += 1
+        self.transfers += len(items)
         for future, outcome in zip(futures, outcomes, strict=True):
             _settle(future, outcome=outcome)
 

@@ -253,7 +253,16 @@ class Ledger:
 
             sequence, head_hash, pending = await self.db.read(work)
         money = self.money
-        return DebugInfo(money.name, money.endpoint, connected, sequence, head_hash, pending)
+        return DebugInfo(
+            money.name,
+            money.endpoint,
+            connected,
+            sequence,
+            head_hash,
+            pending,
+            transfer_batches=self._batcher.batches,
+            batched_transfers=self._batcher.transfers,
+        )
 
 
 def _require_operator(caller: Caller, action: str) -> None:

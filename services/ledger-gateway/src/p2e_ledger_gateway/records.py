@@ -108,3 +108,5 @@ class DebugInfo:
     audit_head_sequence: int
     audit_head_hash: str
     outbox_pending: int
+    transfer_batches: int = 0
+    batched_transfers: int = 0

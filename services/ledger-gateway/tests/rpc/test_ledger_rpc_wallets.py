@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from p2e_kit.channels import caller_metadata
@@ -150,3 +152,15 @@ async def test_debug_info(ledger) -> None:
     info = await ledger.stub.GetDebugInfo(pb.GetDebugInfoRequest())
     assert info.outbox_pending == 1  # publishing is off here: the transfer_settled event row
     assert info.caller.kind == common_pb2.CALLER_KIND_UNSPECIFIED
+    assert (info.transfer_batches, info.batched_transfers) == (1, 1)
+
+
+async def test_debug_info_counts_the_transfer_batches_and_their_requests(ledger) -> None:
+    sends = [ledger.pay("alice", "bob", "0.01", request_id=f"r{n}") for n in range(40)]
+    await asyncio.gather(*sends)
+    await ledger.pay("alice", "bob", "0.01", request_id="r0")  # a replay is written too
+    info = await ledger.stub.GetDebugInfo(pb.GetDebugInfoRequest())
+    assert info.batched_transfers == 41
+    # How many batches the 40 sent together took depends on when they arrived (the exact
+    # counting is test_ledger_batcher's): at least one more than the replay's, at most one each.
+    assert 2 <= info.transfer_batches <= 41

@@ -114,6 +114,7 @@ async def test_requests_arriving_during_a_batch_go_together_to_their_callers() -
     assert fake.batches == [["r0"], ["r1", "r2", "r3", "r4"]]
     assert isinstance(outcomes[1], NotFound)  # returned in its place, not raised
     assert [rid_of(o) for i, o in enumerate(outcomes) if i != 1] == ["r1", "r3", "r4"]
+    assert (batcher.batches, batcher.transfers) == (2, 5)  # the refused request included
     await batcher.close()
 
 
@@ -148,6 +149,8 @@ async def test_a_refused_batch_is_written_again_one_by_one() -> None:
     assert isinstance(outcomes[2], RuntimeError)  # only the one that fails alone
     assert isinstance(outcomes[3], NotFound)
     assert [rid_of(outcomes[n]) for n in (0, 1, 4)] == ["r0", "r1", "r3"]
+    # Written: the first batch and three of the four alone; the failed ones are not counted.
+    assert (batcher.batches, batcher.transfers) == (4, 4)
     await batcher.close()
 
 
@@ -165,6 +168,7 @@ async def test_the_services_own_error_reaches_every_caller_without_retries() -> 
     assert fake.batches == [["r0"], ["r1", "r2", "r3"]]
     with pytest.raises(DependencyUnavailable):
         await batcher.submit(item("alone"))
+    assert (batcher.batches, batcher.transfers) == (1, 1)
     await batcher.close()
 
 

@@ -458,6 +458,8 @@ class GetDebugInfoResponse(_message.Message):
     SCALE_FIELD_NUMBER: _builtins.int
     OUTBOX_PENDING_FIELD_NUMBER: _builtins.int
     CALLER_FIELD_NUMBER: _builtins.int
+    TRANSFER_BATCHES_FIELD_NUMBER: _builtins.int
+    BATCHED_TRANSFERS_FIELD_NUMBER: _builtins.int
     backend: _builtins.str
     """"sql" or "canton"."""
     endpoint: _builtins.str
@@ -474,6 +476,14 @@ class GetDebugInfoResponse(_message.Message):
     """Fraction digits of this ledger's amounts."""
     outbox_pending: _builtins.int
     """Events waiting in the outbox to be published."""
+    transfer_batches: _builtins.int
+    """Transfer batches this gateway process wrote since it started (one write transaction
+    each; a request written alone is a batch of one).
+    """
+    batched_transfers: _builtins.int
+    """CreateTransfer requests in those batches: batched_transfers / transfer_batches is the
+    mean batch, how many requests share a transaction's fixed cost under the current load.
+    """
     @_builtins.property
     def caller(self) -> _common_pb2.Caller:
         """How the server sees the caller."""
@@ -490,10 +500,12 @@ class GetDebugInfoResponse(_message.Message):
         scale: _builtins.int = ...,
         outbox_pending: _builtins.int = ...,
         caller: _common_pb2.Caller | None = ...,
+        transfer_batches: _builtins.int = ...,
+        batched_transfers: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["caller", b"caller"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["asset", b"asset", "audit_head_hash", b"audit_head_hash", "audit_head_sequence", b"audit_head_sequence", "backend", b"backend", "caller", b"caller", "connected", b"connected", "endpoint", b"endpoint", "outbox_pending", b"outbox_pending", "scale", b"scale"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["asset", b"asset", "audit_head_hash", b"audit_head_hash", "audit_head_sequence", b"audit_head_sequence", "backend", b"backend", "batched_transfers", b"batched_transfers", "caller", b"caller", "connected", b"connected", "endpoint", b"endpoint", "outbox_pending", b"outbox_pending", "scale", b"scale", "transfer_batches", b"transfer_batches"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
