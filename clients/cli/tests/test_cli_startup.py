@@ -61,14 +61,11 @@ def test_a_ledger_command_loads_no_service_code(env: dict[str, str]) -> None:
     assert not loaded & HEAVY, loaded & HEAVY
 
 
-def test_help_is_fast(env: dict[str, str]) -> None:
-    began = time.monotonic()
+def test_help_lists_every_command(env: dict[str, str]) -> None:
     result = subprocess.run([str(P2ENGINE), "--help"], env=env, capture_output=True, text=True)
-    elapsed = time.monotonic() - began
     assert result.returncode == 0
     for command in ("up", "down", "status", "logs", "ledger", "chat", "shell", "demo"):
         assert command in result.stdout
-    assert elapsed < 3.0, f"p2engine --help took {elapsed:.2f}s"
 
 
 def test_stack_down_is_one_line_exit_1(env: dict[str, str]) -> None:
