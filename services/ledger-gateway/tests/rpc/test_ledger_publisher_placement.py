@@ -97,6 +97,10 @@ async def poll(done: Callable[[], Awaitable[bool]]) -> None:
         await asyncio.sleep(0.05)
 
 
+async def reaped(process: asyncio.subprocess.Process) -> bool:
+    return process.returncode is not None
+
+
 async def all_marked(app: LedgerApp, rows: int) -> None:
     async def done() -> bool:
         return await counts(app) == (rows, 0)
@@ -182,6 +186,7 @@ async def test_a_killed_writer_is_replaced_at_once_and_every_event_arrives_once(
         await all_marked(app, 2)
         new = child(app)
         assert writer.starts == 2 and new.pid != old.pid
+        await poll(lambda: reaped(old))  # the gateway may let go of it before its exit code
         assert old.returncode == -signal.SIGKILL and not pid_alive(old.pid)
 
         second = await pay(app, "k3", "k4")

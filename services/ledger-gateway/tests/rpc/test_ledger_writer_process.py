@@ -420,6 +420,8 @@ async def test_child_killed_between_batches_is_replaced(
 
         os.kill(old.pid, signal.SIGKILL)
         await until(lambda: writer.pid is None, "the gateway saw its child die")
+        # (it may let go of the child before the reaping has set its exit code)
+        await until(lambda: old.returncode is not None, "the dead child was reaped")
         assert old.returncode == -signal.SIGKILL and not pid_alive(old.pid)
 
         transfer = await h.pay("alice", "bob", "2", request_id="k2")
