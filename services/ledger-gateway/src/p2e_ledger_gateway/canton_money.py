@@ -10,10 +10,12 @@ transfer of that wallet is decided; its balance columns stay at zero).
 A move is `CantonLedgerBackend.transfer` with the payer's request_id: its command id is
 derived from (payer, request_id), so a retry after a lost answer or after a failure of the
 gateway's own transaction is deduplicated by Canton and answered from the recorded
-`TransferRecord` (the audit entry then says `canton_replayed`). The two Daml refusals that
-are a payer's business (INSUFFICIENT_FUNDS, WALLET_FROZEN: the wallet changed since the
-gateway read it) are recorded like the gateway's own; any other error, an unreachable
-participant above all, leaves no record, and the caller's retry goes to Canton again.
+`TransferRecord` (the audit entry then says `canton_replayed`); where no retry comes, the
+gateway's reconciliation records it the same way (`settlements`, `Ledger.reconcile`). The
+two Daml refusals that are a payer's business (INSUFFICIENT_FUNDS, WALLET_FROZEN: the wallet
+changed since the gateway read it) are recorded like the gateway's own; any other error, an
+unreachable participant above all, leaves no record, and the caller's retry goes to Canton
+again.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from p2e_ledger_gateway.book import Book
 from p2e_ledger_gateway.canton.backend import CantonLedgerBackend
 from p2e_ledger_gateway.canton.contracts import DAML_SCALE, WalletContract
 from p2e_ledger_gateway.money import Currency
-from p2e_ledger_gateway.money_backend import Moved
+from p2e_ledger_gateway.money_backend import Moved, Settlement
 from p2e_ledger_gateway.policy import Refusal
 from p2e_ledger_gateway.records import TransferRecord, WalletRecord
 from p2e_ledger_gateway.store import now_us, wallets
@@ -128,6 +130,18 @@ class CantonMoney:
             return None
         moved = await self._submit(record)  # a replay: compares the parameters, moves nothing
         return moved if isinstance(moved, Moved) else None
+
+    async def settlements(self) -> list[Settlement]:
+        return [
+            Settlement(
+                t.from_agent,
+                t.to_agent,
+                self._minor(t.amount, f"transfer {t.id}"),
+                t.reason,
+                t.request_id,
+            )
+            for t in await self.backend.list_transfers()
+        ]
 
     async def set_frozen(
         self, conn: AsyncConnection, current: WalletRecord, frozen: bool

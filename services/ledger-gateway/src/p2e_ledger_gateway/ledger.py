@@ -35,6 +35,8 @@ MAX_ID = 128
 MAX_REQUEST_ID = 200
 MAX_REASON = 1000
 MAX_ACTOR = 200
+RECONCILER = "service:ledger-reconciler"  # who records what `reconcile` finds
+LOOKUP_CHUNK = 500  # (payer, request_id) pairs per lookup of `reconcile`
 
 
 @dataclass(frozen=True)
@@ -136,6 +138,47 @@ class Ledger:
         if error is not None:
             raise error
         return record
+
+    async def reconcile(self) -> list[TransferRecord]:
+        """Record the transfers the money backend settled that this ledger never recorded:
+        on Canton, a commit whose gateway transaction was lost (a crash between the two) and
+        whose caller never retried. Each is written as that retry would be — by the same
+        batches, so an outcome recorded meanwhile is replayed, never doubled — settled from
+        the backend's record (`already_moved`), actor `RECONCILER`. The new records, oldest
+        first; nothing for the SQL backend."""
+        settled = await self.money.settlements()
+        known: set[tuple[str, str]] = set()
+        keys = [(s.from_agent, s.request_id) for s in settled]
+        for start in range(0, len(keys), LOOKUP_CHUNK):
+            chunk = keys[start : start + LOOKUP_CHUNK]
+
+            async def work(conn: AsyncConnection, chunk=chunk) -> set[tuple[str, str]]:
+                return set(await transfers.find_by_requests(conn, chunk))
+
+            known |= await self.db.read(work)
+        recorded = []
+        for s in settled:
+            if (s.from_agent, s.request_id) in known:
+                continue
+            request = TransferRequest(
+                s.from_agent, s.to_agent, s.amount, s.reason, s.request_id, RECONCILER
+            )
+            outcome = await self._batcher.submit((request, NO_POLICY))
+            if isinstance(outcome, P2EError):
+                log.warning(
+                    "could not record transfer %s of %s: %s", s.request_id, s.from_agent, outcome
+                )
+            elif not outcome.replayed:
+                log.warning(
+                    "transfer %s of %s was on %s but not recorded here: recorded as %s (%s)",
+                    s.request_id,
+                    s.from_agent,
+                    self.money.name,
+                    outcome.status.value,
+                    outcome.id,
+                )
+                recorded.append(outcome)
+        return recorded
 
     async def _write_transfers(
         self, items: Sequence[transfers.Item]

@@ -13,7 +13,8 @@ it runs in one write transaction of the gateway's own database, with the wallets
   the rows are the gateway's registry of those wallets (the foreign-key target of transfers
   and mints). A move is one Canton transaction whose command id comes from (payer,
   request_id), submitted while the rows are locked; if the gateway's transaction then fails,
-  the caller's retry finds the transfer on Canton and records it, never moving money twice.
+  the caller's retry finds the transfer on Canton and records it, never moving money twice
+  (without a retry, `Ledger.reconcile` does, from `settlements`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,17 @@ from p2e_ledger_gateway.policy import Refusal
 from p2e_ledger_gateway.records import TransferRecord, WalletRecord
 from p2e_ledger_gateway.store import now_us, wallets
 from p2e_ledger_gateway.transfers import insufficient, lock_wallets
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """A transfer as the backend recorded it (what `settlements` lists)."""
+
+    from_agent: str
+    to_agent: str
+    amount: int
+    reason: str
+    request_id: str
 
 
 @dataclass(frozen=True)
@@ -97,6 +109,12 @@ class MoneyBackend(Protocol):
         self, conn: AsyncConnection, current: WalletRecord, frozen: bool
     ) -> WalletRecord:
         """Freeze or unfreeze a wallet whose state is `current`; the wallet after."""
+        ...
+
+    async def settlements(self) -> list[Settlement]:
+        """Every transfer the backend holds a record of, outside the gateway's database
+        (Canton's `TransferRecord`s), oldest first: what `Ledger.reconcile` compares with
+        the recorded outcomes. Empty where the money and the records are one database."""
         ...
 
     async def connected(self) -> bool:
@@ -208,6 +226,9 @@ class SqlMoney:
 
     async def already_moved(self, conn: AsyncConnection, record: TransferRecord) -> Moved | None:
         return None  # the move and its record commit in one transaction: no gap
+
+    async def settlements(self) -> list[Settlement]:
+        return []  # the same: nothing settled here goes unrecorded
 
     async def set_frozen(
         self, conn: AsyncConnection, current: WalletRecord, frozen: bool

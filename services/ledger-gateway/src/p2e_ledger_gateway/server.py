@@ -9,6 +9,8 @@ policies' approvals, the audit chain and the outbox (see money_backend.py).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -30,6 +32,7 @@ from p2e_ledger_gateway.money import Currency
 from p2e_ledger_gateway.money_backend import MoneyBackend, SqlMoney
 from p2e_ledger_gateway.outbox import OutboxPublisher, PublisherConfig
 from p2e_ledger_gateway.policy import load_policies
+from p2e_ledger_gateway.reconciliation import reconcile_every
 from p2e_ledger_gateway.store import create_schema
 from p2e_ledger_gateway.writer_process import WriterConfig, WriterProcess
 from p2engine.ledger.v1 import ledger_service_pb2_grpc
@@ -48,11 +51,17 @@ class LedgerApp:
     publisher: OutboxPublisher | None  # on the gateway's loop, when no writer process
     registrations: list[Registration]
     writer: WriterProcess | None = None
+    reconciler: asyncio.Task[None] | None = None  # Canton: reconciliation.reconcile_every
     closed: bool = False
 
     async def close(self) -> None:
         """Stop the transfer writer, the publisher, the backend's client and the database;
         safe to call twice."""
+        if self.reconciler is not None:
+            self.reconciler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.reconciler
+            self.reconciler = None
         if self.writer is not None:
             await self.writer.stop()
             self.writer = None
@@ -113,6 +122,8 @@ async def build_app(
     """
     config = load_app_config(settings.config_dir).ledger
     options = _options(config, settings)
+    if config.backend == "canton":
+        canton_settings = canton_settings or CantonSettings()
     db = Database.open(
         settings.db_url,
         retry_attempts=settings.db_retry_attempts,
@@ -151,6 +162,11 @@ async def build_app(
         on_outbox=on_outbox,
         write_batch=writer.write if writer else None,
     )
+    reconciler = None
+    if canton_settings is not None and canton_settings.reconcile_seconds > 0:
+        reconciler = asyncio.create_task(
+            reconcile_every(ledger, canton_settings.reconcile_seconds), name="ledger-reconciler"
+        )
     servicer = LedgerApi(ledger)
     registrations = [
         Registration(
@@ -166,7 +182,7 @@ async def build_app(
         currency.asset,
         currency.scale,
     )
-    return LedgerApp(db, ledger, publisher, registrations, writer)
+    return LedgerApp(db, ledger, publisher, registrations, writer, reconciler)
 
 
 def _start_writer(

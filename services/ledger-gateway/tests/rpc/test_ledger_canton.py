@@ -337,6 +337,82 @@ async def test_commit_the_gateway_never_recorded_is_recorded_on_retry(canton) ->
     await assert_consistent(canton)
 
 
+async def test_reconcile_records_what_only_canton_knows_once(canton) -> None:
+    # Three commits the gateway never recorded and whose callers never retried: carol's left
+    # her less than it moved, kid's is above its max_per_transfer (50) — no funds check and
+    # no policy can refuse a fact; one transfer recorded the usual way beside them.
+    backend = canton.app.ledger.money.backend
+    await canton.pay("alice", "bob", "1", request_id="seen-1")
+    await backend.transfer("alice", "bob", Decimal("4"), "tip", "lost-1")
+    await backend.transfer("carol", "bob", Decimal("100"), "all", "lost-2")
+    await backend.transfer("kid", "bob", Decimal("60"), "", "lost-3")
+    audit_before = (await canton.stub.VerifyAudit(pb.VerifyAuditRequest())).checked
+
+    found = await canton.app.ledger.reconcile()
+
+    assert [(r.request_id, r.status.value) for r in found] == [
+        ("lost-1", "SETTLED"),
+        ("lost-2", "SETTLED"),
+        ("lost-3", "SETTLED"),
+    ]
+    assert all(r.initiated_by == "service:ledger-reconciler" for r in found)
+    history = await canton.stub.ListTransactions(pb.ListTransactionsRequest(agent_id="alice"))
+    assert [(t.request_id, t.amount.amount, t.reason) for t in history.transfers] == [
+        ("lost-1", "4.00", "tip"),
+        ("seen-1", "1.00", ""),
+    ]
+    assert history.transfers[0].from_balance_after.amount == "95.00"
+    entries = await newest_audit(canton, 3)
+    assert [e.actor for e in entries] == ["service:ledger-reconciler"] * 3
+    assert all(json.loads(e.payload_json)["canton_replayed"] == "true" for e in entries)
+    assert (await canton.stub.VerifyAudit(pb.VerifyAuditRequest())).checked == audit_before + 3
+    assert await on_canton(canton) == {  # nothing moved again
+        "alice": Decimal("95"),
+        "bob": Decimal("265"),
+        "carol": Decimal("0"),
+        "kid": Decimal("40"),
+        "boss": Decimal("100"),
+    }
+    # Once recorded, never again; the caller's late retry is a replay of that record.
+    assert await canton.app.ledger.reconcile() == []
+    retry = await canton.pay("alice", "bob", "4", request_id="lost-1", reason="tip")
+    assert retry.replayed and retry.id == found[0].id
+    assert len(await recorded(canton, "lost-1")) == 1
+    await assert_consistent(canton)
+
+
+async def test_the_gateway_reconciles_at_start_and_then_periodically(
+    ledger_config_dir: Path, make_settings, serve_ledger, participant, sqlite_url: str
+) -> None:
+    path = ledger_config_dir / "config.json"
+    config = json.loads(path.read_text())
+    config["ledger"] |= {"backend": "canton", "json_api_url": FAKE_URL}
+    path.write_text(json.dumps(config))
+    build = {
+        "canton_transport": participant.transport(),
+        "canton_settings": fake_settings(reconcile_seconds=0.2),
+    }
+    async with serve_ledger(make_settings(sqlite_url), **build) as harness:
+        await harness.init("alice", "bob")
+        await harness.app.ledger.money.backend.transfer("alice", "bob", Decimal("2"), "", "gap")
+        for _ in range(200):  # rounds every 0.2 s: the next one records it
+            if await recorded(harness, "gap"):
+                break
+            await asyncio.sleep(0.1)
+        row = (await recorded(harness, "gap"))[0]
+        assert (row["status"], row["initiated_by"]) == ("SETTLED", "service:ledger-reconciler")
+        await asyncio.sleep(0.5)  # more rounds: nothing recorded twice
+        assert len(await recorded(harness, "gap")) == 1
+        reconciler = harness.app.reconciler
+        assert reconciler is not None and not reconciler.done()
+    assert reconciler.cancelled()  # stopped with the gateway
+
+
+async def test_no_reconciliation_for_the_sql_backend(ledger) -> None:
+    assert ledger.app.reconciler is None
+    assert await ledger.app.ledger.reconcile() == []
+
+
 async def run_ring(serve_canton, url: str) -> None:
     ring = ["alice", "bob", "carol"]
     async with serve_canton(url) as harness:

@@ -233,6 +233,13 @@ class CantonLedgerBackend:
         mine = [r for r in records if agent_id in (r.from_agent, r.to_agent)]
         return sorted(mine, key=lambda r: (r.offset, r.created_at, r.contract_id), reverse=True)
 
+    @translated("list transfers")
+    async def list_transfers(self) -> list[CantonTransfer]:
+        """Every transfer recorded on the ledger (its `TransferRecord`), oldest first."""
+        _, records = await self._snapshot()
+        ordered = sorted(records, key=lambda r: (r.offset, r.created_at, r.contract_id))
+        return [_result(r, c.transfer_command_id(r.from_agent, r.request_id)) for r in ordered]
+
     @translated("find transfer")
     async def find_transfer(self, from_agent: str, request_id: str) -> CantonTransfer | None:
         """The recorded transfer of (payer, request_id), if any."""

@@ -48,6 +48,10 @@ class CantonSettings(BaseSettings):
     backoff_max_seconds: float = 2.0
     # Page size of party listings.
     page_size: int = 1000
+    # How often the gateway looks for transfers Canton settled that its database never
+    # recorded (a crash between the two commits, no retry), and records them; also once at
+    # start-up. 0: never.
+    reconcile_seconds: float = 300.0
 
     def backoff(self, attempt: int) -> float:
         """Seconds to wait after failed attempt number `attempt` (1-based)."""

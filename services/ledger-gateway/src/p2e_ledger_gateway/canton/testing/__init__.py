@@ -34,12 +34,14 @@ __all__ = [
 
 
 def fake_settings(**overrides: object) -> CantonSettings:
-    """Settings for tests: no environment token, no waiting between attempts."""
+    """Settings for tests: no environment token, no waiting between attempts, no
+    background reconciliation (a test that wants it sets `reconcile_seconds`)."""
     values: dict[str, object] = {
         "token": None,
         "hmac_secret": None,
         "backoff_min_seconds": 0.0,
         "backoff_max_seconds": 0.0,
+        "reconcile_seconds": 0.0,
     }
     values.update(overrides)
     return CantonSettings.model_validate(values)
