@@ -227,7 +227,8 @@ def _same_amount(a: str, b: str) -> bool:
 def _batches_text(batches: int, transfers: int) -> str:
     if not batches:
         return "0"
-    return f"{batches} ({transfers} transfers, {transfers / batches:.1f} per batch)"
+    requests = "1 transfer" if transfers == 1 else f"{transfers} transfers"
+    return f"{batches} ({requests}, {transfers / batches:.1f} per batch)"
 
 
 def debug_view(d: Any) -> RenderableType:
