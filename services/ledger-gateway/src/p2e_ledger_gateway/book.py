@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from p2e_ledger_gateway.records import TransferRecord, WalletRecord
 
 
@@ -20,15 +18,25 @@ class Book:
 
     def move(self, record: TransferRecord, payer_after: int, now: int) -> None:
         """`record`'s amount left the payer (whose balance is now `payer_after`) for the payee."""
+        # Built field by field: `dataclasses.replace` costs twice as much, twice per transfer.
         payer = self.wallets[record.from_agent]
         payee = self.wallets[record.to_agent]
-        self.wallets[payer.agent_id] = replace(
-            payer, balance=payer_after, sent_count=payer.sent_count + 1, last_activity_time=now
+        self.wallets[payer.agent_id] = WalletRecord(
+            payer.agent_id,
+            payer_after,
+            payer.frozen,
+            payer.sent_count + 1,
+            payer.received_count,
+            payer.create_time,
+            now,
         )
-        self.wallets[payee.agent_id] = replace(
-            payee,
-            balance=payee.balance + record.amount,
-            received_count=payee.received_count + 1,
-            last_activity_time=now,
+        self.wallets[payee.agent_id] = WalletRecord(
+            payee.agent_id,
+            payee.balance + record.amount,
+            payee.frozen,
+            payee.sent_count,
+            payee.received_count + 1,
+            payee.create_time,
+            now,
         )
         self.changed |= {payer.agent_id, payee.agent_id}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -127,9 +127,9 @@ class Ledger:
     ) -> TransferRecord:
         """A settled transfer, or the FailedPrecondition of a refused / pending one."""
         payer = _payer(caller, from_agent)
-        request = self._transfer_request(caller, payer, to_agent, amount, reason, request_id)
-        _check_text(conversation_id, "p2e-conversation", MAX_ACTOR)
-        request = replace(request, conversation_id=conversation_id)
+        request = self._transfer_request(
+            caller, payer, to_agent, amount, reason, request_id, conversation_id
+        )
         policy = self.options.policies.get(payer, NO_POLICY)
         record = await self._batcher.submit((request, policy))
         if isinstance(record, P2EError):
@@ -198,7 +198,14 @@ class Ledger:
         return outcomes
 
     def _transfer_request(
-        self, caller: Caller, payer: str, to_agent: str, amount: str, reason: str, request_id: str
+        self,
+        caller: Caller,
+        payer: str,
+        to_agent: str,
+        amount: str,
+        reason: str,
+        request_id: str,
+        conversation_id: str,
     ) -> TransferRequest:
         if not request_id:
             raise InvalidArgument("request_id is required (an idempotency key)", field="request_id")
@@ -206,12 +213,14 @@ class Ledger:
         _check_id(payer, "from_agent")
         _check_id(to_agent, "to_agent")
         _check_text(reason, "reason", MAX_REASON)
+        _check_text(conversation_id, "p2e-conversation", MAX_ACTOR)
         minor = self.currency.parse(amount, field="amount")
         if payer == to_agent:
             raise InvalidArgument(
                 f"{payer} cannot pay itself", field="to_agent", reason="SELF_TRANSFER"
             )
-        return TransferRequest(payer, to_agent, minor, reason, request_id, _actor(caller))
+        actor = _actor(caller)
+        return TransferRequest(payer, to_agent, minor, reason, request_id, actor, conversation_id)
 
     async def approve(self, caller: Caller, transfer_id: str, request_id: str) -> TransferRecord:
         _require_operator(caller, "approve transfers")

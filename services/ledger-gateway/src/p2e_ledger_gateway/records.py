@@ -82,6 +82,29 @@ class TransferRecord:
     def as_replay(self) -> TransferRecord:
         return replace(self, replayed=True)
 
+    def settled(self, from_balance_after: int) -> TransferRecord:
+        """This new transfer, settled at its creation time (every settled transfer of a
+        batch takes this path: built field by field, at half `dataclasses.replace`'s cost)."""
+        return TransferRecord(
+            self.id,
+            self.request_id,
+            self.from_agent,
+            self.to_agent,
+            self.amount,
+            self.reason,
+            Status.SETTLED,
+            self.failure_reason,
+            self.failure_detail,
+            self.initiated_by,
+            self.conversation_id,
+            self.create_time,
+            self.create_time,
+            from_balance_after,
+            self.decided_by,
+            self.decision_request_id,
+            self.replayed,
+        )
+
     def row(self) -> dict[str, Any]:
         """The column values of a new row."""
         values = {k: v for k, v in self.__dict__.items() if k != "replayed"}

@@ -297,12 +297,7 @@ def _refused(
 def _settled(
     record: TransferRecord, moved: Moved, currency: Currency
 ) -> tuple[TransferRecord, str, dict[str, str]]:
-    record = replace(
-        record,
-        status=Status.SETTLED,
-        settle_time=record.create_time,
-        from_balance_after=moved.balance_after,
-    )
+    record = record.settled(moved.balance_after)
     payload = (
         event_payload(record, currency)
         | {"from_balance_after": currency.format(moved.balance_after)}
