@@ -183,6 +183,28 @@ def test_missing_required_parameter(conn: Connection) -> None:
         plan.args({"acct": 1})
 
 
+def test_arguments_by_key_then_with_a_key_left_to_its_default(conn: Connection) -> None:
+    """`args` takes every value in one call while each parameter set has every key, and one
+    by one (defaults filled in) from the first that lacks one: the same tuples either way."""
+    lacking = {"name": "eve", "balance": 1, "blob": b"e"}  # frozen left to its default
+    plan = planned(StatementPlans(conn.dialect), INSERT, lacking)
+    full = {"name": "dan", "balance": 7, "blob": b"d", "frozen": True}
+    taken = plan.args(full)  # every key there: taken in one call
+    assert plan.args(dict(reversed(full.items()))) == taken  # by key, not by order
+    assert taken == plan._args_one_by_one(full)
+    assert plan.args(lacking) == plan._args_one_by_one(lacking)  # from now on one by one
+    assert plan.args(full) == taken
+    run(conn, plan, [full, lacking])
+    found = conn.execute(
+        sa.select(accounts.c.name, accounts.c.frozen).where(accounts.c.id > len(ROWS))
+    ).all()
+    assert found == [("dan", True), ("eve", False)]
+    debit = planned(StatementPlans(conn.dialect), DEBIT, {"acct": 1, "amt": 5})
+    assert debit.args({"acct": 1, "amt": 5}) == debit._args_one_by_one({"acct": 1, "amt": 5})
+    with pytest.raises(KeyError, match="amt"):  # a required key missing after the fast path
+        debit.args({"acct": 1})
+
+
 def test_cache_is_bounded_lru(conn: Connection) -> None:
     plans = StatementPlans(conn.dialect, size=2)
     a, b, c = (sa.select(accounts.c.id).where(accounts.c.id == i) for i in range(3))

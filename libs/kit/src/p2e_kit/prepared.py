@@ -28,6 +28,7 @@ trip each.
 
 from __future__ import annotations
 
+import operator
 import re
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
@@ -125,6 +126,15 @@ class Plan:
         self.returns_rows = keys is not None
         self._keys = tuple(keys or ())
         self._processors = processors if processors and any(processors) else None
+        # Every value by its key, none from a list: one C call takes them all (`args`), until
+        # a parameter set lacks a key (one left to its default): then always one by one.
+        self._take: Callable[[Params], Any] | None = (
+            operator.itemgetter(*[arg.key for arg in args])
+            if args and all(arg.index is None for arg in args)
+            else None
+        )
+        self._single = len(args) == 1
+        self._process = [(n, arg.process) for n, arg in enumerate(args) if arg.process]
 
     @property
     def arg_keys(self) -> list[str]:
@@ -132,6 +142,23 @@ class Plan:
         return [arg.key for arg in self._args]
 
     def args(self, params: Params | None) -> tuple[Any, ...]:
+        take = self._take
+        if take is None or not params:
+            return self._args_one_by_one(params)
+        try:
+            taken = take(params)
+        except KeyError:
+            self._take = None
+            return self._args_one_by_one(params)
+        values = (taken,) if self._single else taken
+        if not self._process:
+            return values
+        converted = list(values)
+        for n, process in self._process:
+            converted[n] = process(converted[n])
+        return tuple(converted)
+
+    def _args_one_by_one(self, params: Params | None) -> tuple[Any, ...]:
         values = []
         for arg in self._args:
             value = (params or {}).get(arg.key, arg.default)
