@@ -1,8 +1,10 @@
 """Many concurrent clients over gRPC: no negative balance, conservation, one effect per request.
 
-2000 distinct transfers among five agents from 50 concurrent clients, every fifth one also
-re-sent at the same time by another client (same request_id, same parameters). Run on
-SQLite and on PostgreSQL, through the transfer writer process (the default).
+2000 distinct transfers from 50 concurrent clients, every fifth one also re-sent at the same
+time by another client (same request_id, same parameters): between random pairs of five
+agents, and in a cycle of three (each pays the next: every wallet is payer and payee of the
+same hot rows). Run on SQLite and on PostgreSQL, through the transfer writer process (the
+default).
 """
 
 from __future__ import annotations
@@ -34,12 +36,16 @@ class Job:
     cents: int
 
 
-def plan(seed: int = 7) -> list[list[Job]]:
-    """Each client's jobs: its share of the transfers plus duplicates of its neighbour's."""
+def plan(pattern: str, seed: int = 7) -> list[list[Job]]:
+    """Each client's jobs: its share of the transfers plus duplicates of its neighbour's;
+    `pattern` "pairs" (random payer and payee) or "cycle" (load0 → load1 → load2 → load0)."""
     rng = random.Random(seed)
     jobs = []
     for n in range(TRANSFERS):
-        payer, payee = rng.sample(AGENTS, 2)
+        if pattern == "cycle":
+            payer, payee = AGENTS[n % 3], AGENTS[(n + 1) % 3]
+        else:
+            payer, payee = rng.sample(AGENTS, 2)
         jobs.append(Job(f"load-{n}", payer, payee, rng.randint(1, 4000)))
     queues: list[list[Job]] = [[] for _ in range(CLIENTS)]
     for n, job in enumerate(jobs):
@@ -74,12 +80,12 @@ async def client(address: str, jobs: list[Job], answers: dict[str, list]) -> Non
                 )
 
 
-async def run_load(serve_ledger, settings) -> None:
+async def run_load(serve_ledger, settings, pattern: str) -> None:
     async with serve_ledger(settings) as ledger:
         await ledger.init(*AGENTS, balance="100")
         address = ledger.address
         answers: dict[str, list] = defaultdict(list)
-        await asyncio.gather(*(client(address, jobs, answers) for jobs in plan()))
+        await asyncio.gather(*(client(address, jobs, answers) for jobs in plan(pattern)))
         await check(ledger, answers)
 
 
@@ -124,10 +130,19 @@ async def check(ledger, answers: dict[str, list]) -> None:
     assert (audit.valid, audit.checked) == (True, len(AGENTS) + TRANSFERS)
 
 
-async def test_concurrent_transfers_sqlite(make_settings, sqlite_url, serve_ledger) -> None:
-    await run_load(serve_ledger, make_settings(sqlite_url, transfer_writer="process"))
+PATTERNS = pytest.mark.parametrize("pattern", ["pairs", "cycle"])
+
+
+@PATTERNS
+async def test_concurrent_transfers_sqlite(
+    make_settings, sqlite_url, serve_ledger, pattern: str
+) -> None:
+    await run_load(serve_ledger, make_settings(sqlite_url, transfer_writer="process"), pattern)
 
 
 @pytest.mark.postgres
-async def test_concurrent_transfers_postgres(make_settings, postgres_url, serve_ledger) -> None:
-    await run_load(serve_ledger, make_settings(postgres_url, transfer_writer="process"))
+@PATTERNS
+async def test_concurrent_transfers_postgres(
+    make_settings, postgres_url, serve_ledger, pattern: str
+) -> None:
+    await run_load(serve_ledger, make_settings(postgres_url, transfer_writer="process"), pattern)
