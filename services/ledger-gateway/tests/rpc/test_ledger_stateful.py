@@ -1,8 +1,10 @@
 """Hypothesis stateful test: the ledger over gRPC against an in-memory model.
 
-Random transfers (new and retried request_ids, bad amounts, self-transfers), freezes and
-thaws; after every step the served balances must equal the model's, nothing is negative,
-and supply equals what was minted.
+Random transfers (new and retried request_ids, a request_id reused with other parameters,
+bad amounts, self-transfers), wallets initialised again, freezes and thaws; after every step
+the served balances must equal the model's, nothing is negative, supply equals what was
+minted, each wallet's history is the model's (every request_id recorded once, with its
+outcome, newest first) and the audit chain verifies.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ class LedgerModel(RuleBasedStateMachine):
         self.balances: dict[str, int] = {}
         self.frozen: set[str] = set()
         self.sent: dict[tuple[str, str], Sent] = {}
+        self.recorded: list[tuple[str, str, str, int, str]] = []  # request_id, from, to, ...
         self.minted = 0
 
     @initialize(start=st.lists(st.integers(0, 5000), min_size=3, max_size=3))
@@ -96,6 +99,7 @@ class LedgerModel(RuleBasedStateMachine):
             self.balances[payer] -= cents
             self.balances[to] += cents
         self.sent[(payer, request_id)] = Sent(to, cents, outcome)
+        self.recorded.append((request_id, payer, to, cents, outcome))
         return outcome, False
 
     @rule(
@@ -122,6 +126,16 @@ class LedgerModel(RuleBasedStateMachine):
         outcome, _ = self._pay(self._agent(0), self._agent(1), amount, "bad")
         assert outcome.startswith("INVALID_ARGUMENT/")
 
+    @rule(cents=st.integers(0, 5000))
+    def init_again(self, cents: int) -> None:
+        """Initialising existing wallets changes nothing, whatever the balance asked."""
+        request = pb.InitWalletsRequest(
+            agent_ids=sorted(self.balances), initial_balance=money(cents)
+        )
+        response = self.stub.InitWallets(request, metadata=OPERATOR)
+        assert list(response.created_agent_ids) == []
+        assert [w.agent_id for w in response.wallets] == sorted(self.balances)
+
     @rule(index=st.integers(0, 2), freeze=st.booleans())
     def freeze(self, index: int, freeze: bool) -> None:
         agent = self._agent(index)
@@ -145,7 +159,36 @@ class LedgerModel(RuleBasedStateMachine):
             wallet = self.stub.GetBalance(pb.GetBalanceRequest(agent_id=agent))
             served[agent] = int(wallet.balance.amount.replace(".", ""))
         assert served == self.balances
+        assert min(served.values()) >= 0
         assert sum(served.values()) == self.minted
+
+    @invariant()
+    def history_matches(self) -> None:
+        for agent in self.balances:
+            served = []
+            token = ""
+            while True:
+                request = pb.ListTransactionsRequest(
+                    agent_id=agent, page_size=500, page_token=token
+                )
+                page = self.stub.ListTransactions(request)
+                for t in page.transfers:
+                    outcome = (
+                        "SETTLED"
+                        if t.status == ledger_pb2.TRANSFER_STATUS_SETTLED
+                        else f"FAILED_PRECONDITION/{t.failure_reason}"
+                    )
+                    cents = int(t.amount.amount.replace(".", ""))
+                    served.append((t.request_id, t.from_agent, t.to_agent, cents, outcome))
+                token = page.next_page_token
+                if not token:
+                    break
+            mine = [r for r in self.recorded if agent in (r[1], r[2])]
+            assert served == mine[::-1]  # newest first, each request once
+
+    @invariant()
+    def audit_verifies(self) -> None:
+        assert self.stub.VerifyAudit(pb.VerifyAuditRequest()).valid
 
 
 @pytest.fixture
