@@ -48,6 +48,7 @@ import itertools
 import json
 import os
 import random
+import signal
 import sys
 import tempfile
 import time
@@ -642,8 +643,19 @@ def main() -> int:
         parser.error(str(exc))
     for name, value in args.settings.items():
         print(f"ledger-gateway setting: {name}={value}")
-    asyncio.run(main_async(args))
+    # SIGTERM (`timeout`, `kill`) as Ctrl-C: the run's gateways, nats-server and throwaway
+    # PostgreSQL databases are stopped and dropped on the way out either way.
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        asyncio.run(main_async(args))
+    except KeyboardInterrupt:
+        print("bench/ledger.py: interrupted; what it started is stopped", file=sys.stderr)
+        return 130
     return 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":
