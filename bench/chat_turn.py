@@ -23,6 +23,8 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from interrupt import run_interruptible
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -148,4 +150,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_interruptible(main, "bench/chat_turn.py"))

@@ -48,7 +48,6 @@ import itertools
 import json
 import os
 import random
-import signal
 import sys
 import tempfile
 import time
@@ -61,6 +60,7 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from interrupt import run_interruptible
 from sqlalchemy import insert, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -643,20 +643,9 @@ def main() -> int:
         parser.error(str(exc))
     for name, value in args.settings.items():
         print(f"ledger-gateway setting: {name}={value}")
-    # SIGTERM (`timeout`, `kill`) as Ctrl-C: the run's gateways, nats-server and throwaway
-    # PostgreSQL databases are stopped and dropped on the way out either way.
-    signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        asyncio.run(main_async(args))
-    except KeyboardInterrupt:
-        print("bench/ledger.py: interrupted; what it started is stopped", file=sys.stderr)
-        return 130
+    asyncio.run(main_async(args))
     return 0
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_interruptible(main, "bench/ledger.py"))
