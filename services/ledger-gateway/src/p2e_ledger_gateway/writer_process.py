@@ -64,6 +64,7 @@ STOP_TIMEOUT_SECONDS = 10.0
 RESTART_DELAY_SECONDS = 1.0  # before starting a child again; doubles while starts fail ...
 RESTART_DELAY_MAX_SECONDS = 30.0  # ... up to this
 HEALTHY_SECONDS = 10.0  # a child that ran this long resets the delay
+EXIT_GRACE_SECONDS = 2.0  # a child whose pipe closed has this long to exit before it is killed
 _LENGTH = struct.Struct(">I")
 
 
@@ -159,7 +160,7 @@ class WriterProcess:
             try:
                 kind, value = await read_frame(process.stdout)
             except (asyncio.IncompleteReadError, ConnectionError) as exc:
-                await self._reap(process)
+                await self._reap(process, exiting=True)
                 raise DependencyUnavailable(
                     "the ledger's transfer writer stopped during the transfer, which may have "
                     "been recorded: retry with the same request_id",
@@ -206,7 +207,7 @@ class WriterProcess:
                 await process.stdin.drain()
                 return process
             except ConnectionError:
-                await self._reap(process)
+                await self._reap(process, exiting=True)
                 if attempt == 2:
                     raise DependencyUnavailable(
                         "the ledger's transfer writer keeps exiting (see the gateway's log)",
@@ -244,7 +245,7 @@ class WriterProcess:
                 await process.stdin.drain()
                 kind, value = await read_frame(process.stdout)
         except (TimeoutError, asyncio.IncompleteReadError, ConnectionError) as exc:
-            await self._reap(process)
+            await self._reap(process, exiting=not isinstance(exc, TimeoutError))
             raise DependencyUnavailable(
                 "the ledger's transfer writer did not start (see the gateway's log)",
                 reason="TRANSFER_WRITER_UNAVAILABLE",
@@ -259,9 +260,18 @@ class WriterProcess:
         self.starts += 1
         return process
 
-    async def _reap(self, process: asyncio.subprocess.Process) -> None:
+    async def _reap(self, process: asyncio.subprocess.Process, *, exiting: bool = False) -> None:
+        """Forget `process`; kill it unless it has exited, and wait for it. One whose pipe
+        closed (`exiting`) is first given `EXIT_GRACE_SECONDS` to exit and be reaped by
+        asyncio's child watcher: `kill()` polls the child, and a poll that reaps a dead child
+        before the watcher does leaves asyncio reporting exit code 255 ("Unknown child
+        process") instead of the real one."""
         if self._process is process:
             self._process = None
+        if exiting and process.returncode is None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(EXIT_GRACE_SECONDS):
+                    await process.wait()
         if process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 process.kill()

@@ -6,7 +6,8 @@ request id, unknown wallet, refusals, pending approval) exactly as one that writ
 on SQLite and on PostgreSQL, and ends with the same balances and a valid audit chain. A child
 killed between batches is replaced unnoticed; one killed mid-batch costs its callers an
 UNAVAILABLE (TRANSFER_WRITER_RESTARTED) and a retry with the same request_id is recorded
-exactly once. The child stops with the gateway, and on its own when the gateway dies.
+exactly once; a dead child is reported with its own exit code even when asyncio's child
+watcher reaps it late. The child stops with the gateway, and on its own when the gateway dies.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import signal
 import sqlite3
 import sys
 import textwrap
+import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -490,6 +492,47 @@ async def test_child_killed_mid_batch_is_unavailable_and_the_retry_counts_once(
 
 
 # --- 6. the child stops with its parent ---------------------------------------------------------
+
+
+async def test_a_dead_child_keeps_its_exit_code_when_the_watcher_reaps_it_late(
+    make_settings: MakeSettings,
+    sqlite_url: str,
+    serve_ledger: ServeLedger,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # asyncio's child watcher reaps a child with a blocking `os.waitpid(pid, 0)` on a thread of
+    # its own; on a busy machine that thread may run late. Here it waits until released, half a
+    # second after the kill, while the next batch finds the child dead at once. Reaping it then
+    # (`Process.kill()` polls first) would leave asyncio reporting exit code 255.
+    real_waitpid = os.waitpid
+    released = threading.Event()
+
+    def late_waitpid(pid: int, options: int) -> tuple[int, int]:
+        if options == 0:  # the watcher's blocking wait (`Popen` polls with its own reference)
+            released.wait(TIMEOUT)
+        return real_waitpid(pid, options)
+
+    monkeypatch.setattr(os, "waitpid", late_waitpid)
+    try:
+        async with (
+            asyncio.timeout(TIMEOUT),
+            serve_ledger(make_settings(sqlite_url, transfer_writer="process")) as h,
+        ):
+            writer = h.app.writer
+            assert isinstance(writer, WriterProcess)
+            await h.init("alice", "bob")
+            await h.pay("alice", "bob", "1", request_id="warm")  # the child is up
+            old = child(writer)
+            os.kill(old.pid, signal.SIGKILL)
+            await until(lambda: pid_gone(old.pid), "the child died", 5)
+            asyncio.get_running_loop().call_later(0.5, released.set)
+
+            transfer = await h.pay("alice", "bob", "2", request_id="after")  # a new child
+            assert transfer.from_balance_after.amount == "97.00" and not transfer.replayed
+            assert old.returncode == -signal.SIGKILL and not pid_alive(old.pid)
+            assert writer.starts == 2 and child(writer).pid != old.pid
+    finally:
+        released.set()
 
 
 async def test_closing_the_app_stops_the_child(
