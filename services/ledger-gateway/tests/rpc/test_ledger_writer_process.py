@@ -22,7 +22,7 @@ import sqlite3
 import sys
 import textwrap
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +101,23 @@ def child(writer: WriterProcess | None) -> asyncio.subprocess.Process:
     process = writer._process
     assert process is not None and process.returncode is None
     return process
+
+
+@contextlib.asynccontextmanager
+async def with_a_child(
+    make_settings: MakeSettings, sqlite_url: str, serve_ledger: ServeLedger
+) -> AsyncIterator[tuple[Any, WriterProcess, asyncio.subprocess.Process]]:
+    """A ledger serving (within TIMEOUT) whose transfer writer child is up after a first
+    transfer of 1.00 from alice to bob: (harness, writer, child)."""
+    async with (
+        asyncio.timeout(TIMEOUT),
+        serve_ledger(make_settings(sqlite_url, transfer_writer="process")) as h,
+    ):
+        writer = h.app.writer
+        assert isinstance(writer, WriterProcess)
+        await h.init("alice", "bob")
+        await h.pay("alice", "bob", "1", request_id="warm")
+        yield h, writer, child(writer)
 
 
 def anonymize(value: Any, ids: dict[str, str]) -> Any:
@@ -438,15 +455,7 @@ async def test_child_killed_mid_batch_is_unavailable_and_the_retry_counts_once(
     make_settings: MakeSettings, sqlite_url: str, serve_ledger: ServeLedger
 ) -> None:
     path = sqlite_url.split(":///", 1)[1]
-    async with (
-        asyncio.timeout(TIMEOUT),
-        serve_ledger(make_settings(sqlite_url, transfer_writer="process")) as h,
-    ):
-        writer = h.app.writer
-        assert isinstance(writer, WriterProcess)
-        await h.init("alice", "bob")
-        await h.pay("alice", "bob", "1", request_id="warm")  # the child is up
-        old = child(writer)
+    async with with_a_child(make_settings, sqlite_url, serve_ledger) as (h, writer, old):
         before = bytes_read(old.pid)
 
         # The test holds SQLite's write lock: the child's BEGIN IMMEDIATE waits in its busy
@@ -514,15 +523,7 @@ async def test_a_dead_child_keeps_its_exit_code_when_the_watcher_reaps_it_late(
 
     monkeypatch.setattr(os, "waitpid", late_waitpid)
     try:
-        async with (
-            asyncio.timeout(TIMEOUT),
-            serve_ledger(make_settings(sqlite_url, transfer_writer="process")) as h,
-        ):
-            writer = h.app.writer
-            assert isinstance(writer, WriterProcess)
-            await h.init("alice", "bob")
-            await h.pay("alice", "bob", "1", request_id="warm")  # the child is up
-            old = child(writer)
+        async with with_a_child(make_settings, sqlite_url, serve_ledger) as (h, writer, old):
             os.kill(old.pid, signal.SIGKILL)
             await until(lambda: pid_gone(old.pid), "the child died", 5)
             asyncio.get_running_loop().call_later(0.5, released.set)
