@@ -104,11 +104,11 @@ def child(writer: WriterProcess | None) -> asyncio.subprocess.Process:
 
 
 @contextlib.asynccontextmanager
-async def with_a_child(
+async def process_writer_ledger(
     make_settings: MakeSettings, sqlite_url: str, serve_ledger: ServeLedger
-) -> AsyncIterator[tuple[Any, WriterProcess, asyncio.subprocess.Process]]:
-    """A ledger serving (within TIMEOUT) whose transfer writer child is up after a first
-    transfer of 1.00 from alice to bob: (harness, writer, child)."""
+) -> AsyncIterator[tuple[Any, WriterProcess]]:
+    """A ledger serving (within TIMEOUT) whose batches a child process writes, with wallets
+    for alice and bob: (harness, its writer)."""
     async with (
         asyncio.timeout(TIMEOUT),
         serve_ledger(make_settings(sqlite_url, transfer_writer="process")) as h,
@@ -116,8 +116,7 @@ async def with_a_child(
         writer = h.app.writer
         assert isinstance(writer, WriterProcess)
         await h.init("alice", "bob")
-        await h.pay("alice", "bob", "1", request_id="warm")
-        yield h, writer, child(writer)
+        yield h, writer
 
 
 def anonymize(value: Any, ids: dict[str, str]) -> Any:
@@ -404,13 +403,7 @@ def request(payer: str, payee: str, cents: int, request_id: str) -> Item:
 async def test_child_killed_between_batches_is_replaced(
     make_settings: MakeSettings, sqlite_url: str, serve_ledger: ServeLedger
 ) -> None:
-    async with (
-        asyncio.timeout(TIMEOUT),
-        serve_ledger(make_settings(sqlite_url, transfer_writer="process")) as h,
-    ):
-        writer = h.app.writer
-        assert isinstance(writer, WriterProcess)
-        await h.init("alice", "bob")
+    async with process_writer_ledger(make_settings, sqlite_url, serve_ledger) as (h, writer):
         assert (await h.pay("alice", "bob", "1", request_id="k1")).from_balance_after.amount == (
             "99.00"
         )
@@ -455,7 +448,9 @@ async def test_child_killed_mid_batch_is_unavailable_and_the_retry_counts_once(
     make_settings: MakeSettings, sqlite_url: str, serve_ledger: ServeLedger
 ) -> None:
     path = sqlite_url.split(":///", 1)[1]
-    async with with_a_child(make_settings, sqlite_url, serve_ledger) as (h, writer, old):
+    async with process_writer_ledger(make_settings, sqlite_url, serve_ledger) as (h, writer):
+        await h.pay("alice", "bob", "1", request_id="warm")  # the child is up
+        old = child(writer)
         before = bytes_read(old.pid)
 
         # The test holds SQLite's write lock: the child's BEGIN IMMEDIATE waits in its busy
@@ -500,9 +495,6 @@ async def test_child_killed_mid_batch_is_unavailable_and_the_retry_counts_once(
         assert (await h.stub.VerifyAudit(pb.VerifyAuditRequest())).valid
 
 
-# --- 6. the child stops with its parent ---------------------------------------------------------
-
-
 async def test_a_dead_child_keeps_its_exit_code_when_the_watcher_reaps_it_late(
     make_settings: MakeSettings,
     sqlite_url: str,
@@ -523,7 +515,9 @@ async def test_a_dead_child_keeps_its_exit_code_when_the_watcher_reaps_it_late(
 
     monkeypatch.setattr(os, "waitpid", late_waitpid)
     try:
-        async with with_a_child(make_settings, sqlite_url, serve_ledger) as (h, writer, old):
+        async with process_writer_ledger(make_settings, sqlite_url, serve_ledger) as (h, writer):
+            await h.pay("alice", "bob", "1", request_id="warm")  # the child is up
+            old = child(writer)
             os.kill(old.pid, signal.SIGKILL)
             await until(lambda: pid_gone(old.pid), "the child died", 5)
             asyncio.get_running_loop().call_later(0.5, released.set)
@@ -534,6 +528,9 @@ async def test_a_dead_child_keeps_its_exit_code_when_the_watcher_reaps_it_late(
             assert writer.starts == 2 and child(writer).pid != old.pid
     finally:
         released.set()
+
+
+# --- 6. the child stops with its parent ---------------------------------------------------------
 
 
 async def test_closing_the_app_stops_the_child(
