@@ -43,29 +43,44 @@ def wallet(record: WalletRecord, currency: Currency) -> ledger_pb2.Wallet:
 
 
 def transfer(record: TransferRecord, currency: Currency) -> ledger_pb2.Transfer:
-    message = ledger_pb2.Transfer(
-        id=record.id,
-        request_id=record.request_id,
-        from_agent=record.from_agent,
-        to_agent=record.to_agent,
-        reason=record.reason,
-        status=STATUS[record.status],
-        failure_reason=record.failure_reason,
-        initiated_by=record.initiated_by,
-        replayed=record.replayed,
-    )
-    # Sub-messages filled in place (a Money / Timestamp built apart is copied in: ~2x slower).
+    message = ledger_pb2.Transfer()
+    fill_transfer(message, record, currency)
+    return message
+
+
+def fill_transfer(message: ledger_pb2.Transfer, record: TransferRecord, currency: Currency) -> None:
+    """Set `message` (a new Transfer, or one inside another message) from `record`.
+
+    Fields and sub-messages are set in place: a message built apart and handed to a parent's
+    constructor is copied into it, and a Money / Timestamp built apart is copied too (~2x
+    slower). Empty strings and false are proto3's defaults, so they are not set."""
+    message.id = record.id
+    message.request_id = record.request_id
+    message.from_agent = record.from_agent
+    message.to_agent = record.to_agent
+    if record.reason:
+        message.reason = record.reason
+    message.status = STATUS[record.status]
+    if record.failure_reason:
+        message.failure_reason = record.failure_reason
+    if record.initiated_by:
+        message.initiated_by = record.initiated_by
+    if record.replayed:
+        message.replayed = True
     amount = message.amount
     amount.amount = currency.format(record.amount)
     amount.asset = currency.asset
-    created = message.create_time
-    created.seconds, micro = divmod(record.create_time, 1_000_000)
-    created.nanos = micro * 1000
+    set_timestamp(message.create_time, record.create_time)
     if record.status is Status.SETTLED and record.from_balance_after is not None:
         after = message.from_balance_after
         after.amount = currency.format(record.from_balance_after)
         after.asset = currency.asset
-    return message
+
+
+def set_timestamp(message: Timestamp, micros: int) -> None:
+    """`message.FromMicroseconds(micros)`, for a Timestamp inside another message."""
+    message.seconds, micro = divmod(micros, 1_000_000)
+    message.nanos = micro * 1000
 
 
 def audit_event(entry: AuditEntry) -> ledger_pb2.AuditEvent:

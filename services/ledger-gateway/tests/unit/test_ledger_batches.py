@@ -102,7 +102,7 @@ async def assert_consistent(ledger: Ledger) -> None:
     assert logged == [(t["id"], EVENT.get(Status(t["status"]), events.PENDING)) for t in recorded]
     outbox = await rows(ledger, store.outbox, "id")  # one row per event, in the audit's order
     assert [(o["message_type"], o["msg_id"]) for o in outbox] == [
-        (events.EVENT_ROW, events.msg_id(transfer_id, event)) for transfer_id, event in logged
+        (events.MESSAGES_ROW, events.msg_id(transfer_id, event)) for transfer_id, event in logged
     ]
     sent = Counter(
         message_id.split(":")[0]

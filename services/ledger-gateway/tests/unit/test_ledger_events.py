@@ -92,7 +92,7 @@ def test_an_event_row_expands_into_the_events_messages(
     record = replace(record, replayed=False)  # the events logged are of new records only
     now = 1_764_000_001_000_000
     row = events.outbox_row(event, record, CURRENCY, now, by=by)
-    assert (row["message_type"], row["create_time"]) == (events.EVENT_ROW, now)
+    assert (row["message_type"], row["create_time"]) == (events.MESSAGES_ROW, now)
     assert (row["subject"], row["msg_id"]) == (f"p2e.ledger.{event}.agent_alpha", f"tr_1:{event}")
     expanded = events.messages(row["subject"], row["body"], row["message_type"], row["msg_id"])
     assert expanded == events.event_messages(event, record, CURRENCY, now, by=by)
@@ -103,6 +103,33 @@ def test_an_event_row_expands_into_the_events_messages(
     assert decoded[0].transfer.id == "tr_1"  # type: ignore[attr-defined]
     assert isinstance(decoded[-1], artifacts_pb2.Artifact)
     assert decoded[-1].create_time.ToMicroseconds() == now
+
+
+@pytest.mark.parametrize("event", EVENTS)
+def test_an_earlier_versions_event_row_expands_as_it_did(event: str) -> None:
+    """A row written before the messages were packed at commit (the record as JSON, expanded
+    by the publisher) still publishes the same messages."""
+    record, now, by = replace(RECORDS[0], replayed=False), 1_764_000_001_000_000, "operator:ops"
+    body = {
+        "event": event,
+        "record": record.row(),
+        "by": by,
+        "time": now,
+        "asset": CURRENCY.asset,
+        "scale": CURRENCY.scale,
+    }
+    stored = json.dumps(body, separators=(",", ":")).encode()
+    subject, message_id = f"p2e.ledger.{event}.agent_alpha", f"tr_1:{event}"
+    expanded = events.messages(subject, stored, events.EVENT_ROW, message_id)
+    assert expanded == events.event_messages(event, record, CURRENCY, now, by=by)
+
+
+@pytest.mark.parametrize("cut", [1, 9, 20, -1])
+def test_a_packed_body_cut_short_is_refused(cut: int) -> None:
+    packed = events.outbox_row(events.SETTLED, RECORDS[0], CURRENCY, 1)["body"]
+    with pytest.raises(ValueError, match="not a packed outbox body"):
+        events.unpack(packed[:cut])
+    assert events.unpack(b"") == []
 
 
 def test_a_stored_message_row_is_returned_as_it_is() -> None:
