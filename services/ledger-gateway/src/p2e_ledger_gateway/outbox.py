@@ -208,17 +208,17 @@ class OutboxPublisher:
         return len(rows) == self.batch_size
 
     async def _pending(self, conn: AsyncConnection) -> Sequence[Row[Any, Any, Any, Any, Any]]:
-        query = (
-            select(
-                outbox.c.id, outbox.c.subject, outbox.c.msg_id, outbox.c.message_type, outbox.c.body
-            )
-            .where(outbox.c.published_time.is_(None), outbox.c.id > (self._after or 0))
-            .order_by(outbox.c.id)
-            .limit(self.batch_size)
-        )
-        return (await conn.execute(query)).all()
+        params = {"after": self._after or 0, "limit": self.batch_size}
+        return (await conn.execute(_PENDING, params)).all()
 
 
+# Built once: a statement built per read cost its construction and its cache key every time.
+_PENDING = (
+    select(outbox.c.id, outbox.c.subject, outbox.c.msg_id, outbox.c.message_type, outbox.c.body)
+    .where(outbox.c.published_time.is_(None), outbox.c.id > bindparam("after"))
+    .order_by(outbox.c.id)
+    .limit(bindparam("limit"))
+)
 _MARK_PUBLISHED = (
     update(outbox)
     .where(outbox.c.id.in_(bindparam("ids", expanding=True)))
