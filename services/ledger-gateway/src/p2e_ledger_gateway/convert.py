@@ -38,7 +38,7 @@ def wallet(record: WalletRecord, currency: Currency) -> ledger_pb2.Wallet:
         create_time=timestamp(record.create_time),
     )
     if record.last_activity_time is not None:
-        message.last_activity_time.CopyFrom(timestamp(record.last_activity_time))
+        set_timestamp(message.last_activity_time, record.last_activity_time)
     return message
 
 
