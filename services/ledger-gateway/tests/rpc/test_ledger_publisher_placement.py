@@ -13,11 +13,12 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sqlite3
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import func, make_url, select, update
 
 from p2e_kit.bus import LEDGER, MSG_ID_HEADER, Bus, ledger_subject
 from p2e_kit.channels import Caller
@@ -101,6 +102,31 @@ async def reaped(process: asyncio.subprocess.Process) -> bool:
     return process.returncode is not None
 
 
+async def freeze(pid: int, url: str) -> None:
+    """SIGSTOP `pid` at a moment it holds no write transaction on the SQLite file of `url`.
+    Frozen inside one (e.g. its outbox publisher's first prune, which follows the first
+    rows it publishes), it would hold back every other writer until it is killed: the
+    gateway's next write would wait out its busy timeout and retries."""
+    while True:
+        os.kill(pid, signal.SIGSTOP)
+        if _no_writer(str(make_url(url).database)):
+            return
+        os.kill(pid, signal.SIGCONT)
+        await asyncio.sleep(0.01)
+
+
+def _no_writer(path: str) -> bool:
+    connection = sqlite3.connect(path, timeout=0, isolation_level=None)
+    try:
+        connection.execute("BEGIN IMMEDIATE")
+        connection.execute("ROLLBACK")
+        return True
+    except sqlite3.OperationalError:  # database is locked
+        return False
+    finally:
+        connection.close()
+
+
 async def all_marked(app: LedgerApp, rows: int) -> None:
     async def done() -> bool:
         return await counts(app) == (rows, 0)
@@ -175,7 +201,7 @@ async def test_a_killed_writer_is_replaced_at_once_and_every_event_arrives_once(
         first = await pay(app, "k1", "k2")
         await all_marked(app, 2)
         old = child(app)
-        os.kill(old.pid, signal.SIGSTOP)  # frozen: from now on nothing goes out
+        await freeze(old.pid, sqlite_url)  # from now on nothing goes out
         # A mark lost with the child: k1's row (its messages are in JetStream) is pending again.
         reset = update(outbox).where(outbox.c.id <= 1).values(published_time=None)
         await app.db.write(lambda conn: conn.execute(reset))
