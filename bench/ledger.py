@@ -1,7 +1,7 @@
 """Benchmark: ledger transfers through gRPC against their floors, on SQLite and PostgreSQL.
 
-    uv run --frozen python bench/ledger.py [--seconds 3] [--rounds 3] [--no-events] [--no-postgres]
-                                           [--set NAME=VALUE ...]
+    uv run --frozen python bench/ledger.py [--seconds 3] [--rounds 3] [--no-events]
+                                           [--no-sqlite] [--no-postgres] [--set NAME=VALUE ...]
 
 For each database the ledger-gateway runs as its own process (`python -m p2e_ledger_gateway`,
 publishing its outbox to a nats-server started here, as deployed), so the clients here and
@@ -558,12 +558,13 @@ async def main_async(args: argparse.Namespace) -> None:
         tmp = Path(tmp_dir)
         nats = start_nats_server(tmp / "nats", log_file=tmp / "nats.log")
         try:
-            gateway = Gateway(tmp / "sqlite", nats.url, "", args.events, args.settings)
-            found, checks["sqlite"] = await grpc_cells(
-                "sqlite", gateway, args.seconds, args.rounds, run_id
-            )
-            cells += found
-            cells += await raw_cells("sqlite", sqlite_url(tmp / "raw.db"), args.seconds)
+            if args.sqlite:
+                gateway = Gateway(tmp / "sqlite", nats.url, "", args.events, args.settings)
+                found, checks["sqlite"] = await grpc_cells(
+                    "sqlite", gateway, args.seconds, args.rounds, run_id
+                )
+                cells += found
+                cells += await raw_cells("sqlite", sqlite_url(tmp / "raw.db"), args.seconds)
             if args.postgres:
                 async with postgres_databases(args.postgres_admin, 2) as (served, raw):
                     gateway = Gateway(
@@ -623,6 +624,7 @@ def main() -> int:
         action="store_false",
         help="do not publish the outbox to NATS (publish_events=false)",
     )
+    parser.add_argument("--no-sqlite", dest="sqlite", action="store_false")
     parser.add_argument("--no-postgres", dest="postgres", action="store_false")
     parser.add_argument("--postgres-admin", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument(
@@ -637,6 +639,8 @@ def main() -> int:
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
+    if not args.sqlite and not args.postgres:
+        parser.error("--no-sqlite and --no-postgres leave nothing to measure")
     try:
         args.settings = gateway_settings(args.settings)
     except ValueError as exc:
