@@ -16,9 +16,9 @@ from the record in the writer and packed into the row's body (`pack`), so that t
 only unpacks and sends them (`messages`). Storing the record as JSON instead and building the
 messages in the publisher cost 47-77 µs of CPU per settled event, against 25-29 µs this way
 (both sides together, one machine): the JSON round trip and the record built again from it
-were the difference. Rows of an earlier version are still
-read: an event row holding the record as JSON (`EVENT_ROW`) is expanded as it was then, and a
-row holding one ready message (any other `message_type`) is sent as it is.
+were the difference. Rows of an earlier version are still read: an event row holding the
+record as JSON (`EVENT_ROW`) is expanded as it was then, and a row holding one ready message
+(any other `message_type`) is sent as it is.
 """
 
 from __future__ import annotations

@@ -7,9 +7,10 @@ one batch in eight waited for a checkpoint, 11-17 ms instead of ~5 (the random w
 the database file and two fsyncs), and every request of that batch waited with it.
 
 So a `WalCheckpointer` turns the automatic checkpoint off on the ledger's writer connection
-(`take_over`) and does the copying on its own connection and thread, at most every `INTERVAL_SECONDS` after commits
-(`committed`), with `PRAGMA wal_checkpoint(PASSIVE)`: it never blocks the writer, and sqlite3
-releases the interpreter lock while it copies, so it runs beside the writer on another core.
+(`take_over`) and does the copying on its own connection and thread, at most every
+`INTERVAL_SECONDS` after commits (`committed`), with `PRAGMA wal_checkpoint(PASSIVE)`: it
+never blocks the writer, and sqlite3 releases the interpreter lock while it copies, so it
+runs beside the writer on another core.
 If its thread cannot open the file, the writer's connection gets SQLite's own back.
 
 A passive checkpoint cannot start the WAL file over while the writer keeps appending: the log
