@@ -85,7 +85,10 @@ transfers = Table(
     # Who approved or rejected it, with the request_id of that decision (replays).
     Column("decided_by", String(200), nullable=False, default=""),
     Column("decision_request_id", String(200), nullable=False, default=""),
-    UniqueConstraint("from_agent", "request_id", name="uq_ledger_transfers_payer_request"),
+    # request_id first: the same index answers a batch's idempotency lookup (request ids of
+    # many payers at once). Databases made before 2026-11-27 have (from_agent, request_id)
+    # here and a separate ix_ledger_transfers_request, which they keep.
+    UniqueConstraint("request_id", "from_agent", name="uq_ledger_transfers_payer_request"),
     CheckConstraint("amount > 0", name="ck_ledger_transfers_amount_positive"),
     CheckConstraint("from_agent <> to_agent", name="ck_ledger_transfers_not_self"),
 )
@@ -94,8 +97,6 @@ Index("ix_ledger_transfers_to", transfers.c.to_agent, transfers.c.seq)
 Index(
     "ix_ledger_transfers_spent", transfers.c.from_agent, transfers.c.status, transfers.c.settle_time
 )
-# Idempotency lookups of a batch: request ids of many payers at once.
-Index("ix_ledger_transfers_request", transfers.c.request_id)
 
 # Append-only, hash-chained (see audit.py). Never updated, never deleted.
 audit_events = Table(

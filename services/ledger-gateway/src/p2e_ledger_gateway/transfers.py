@@ -63,8 +63,8 @@ _WALLETS = (
     .order_by(wallets.c.agent_id)
 )
 _WALLETS_LOCKED = _WALLETS.with_for_update()
-# By request id alone (its own index: one lookup per id whatever the payers' histories),
-# the pairs picked out in Python.
+# By request id alone (the leading column of the payer + request_id unique index: one lookup
+# per id whatever the payers' histories), the pairs picked out in Python.
 _BY_REQUESTS = select(transfers).where(
     transfers.c.request_id.in_(bindparam("rids", expanding=True))
 )
