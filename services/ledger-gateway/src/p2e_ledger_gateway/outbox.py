@@ -1,18 +1,23 @@
 """The outbox publisher: drains committed events to NATS JetStream, in order, at least once.
 
-A row is marked published only after its PubAck. A failed publish (NATS down, no stream,
-timeout) leaves the row pending; the publisher backs off (doubling, capped) and tries again,
-and JetStream's duplicate window (Nats-Msg-Id) absorbs a re-send after a crash between the
-ack and the mark. The service serves without NATS: this task keeps trying in the background.
+Rows are read in id order, which is commit order (store.outbox), after a cursor: every row
+up to `ledger_outbox_cursor.published_through` went out. The cursor moves only past rows
+whose every message was acked, and is saved at most every `cursor_save_seconds` (and when
+the publisher goes idle or stops), so a busy publisher writes one small row a few times a
+second instead of a mark on every row it sent. A failed publish (NATS down, no stream,
+timeout) leaves the cursor before the row, counts the attempt on it, and the publisher backs
+off (doubling, capped) and tries again; JetStream's duplicate window (Nats-Msg-Id) absorbs
+what is sent again after a crash before a save. The service serves without NATS: this task
+keeps trying in the background.
 
 Commits wake the publisher, which then lingers a little (`linger_seconds`) so that the commits
-of the next few milliseconds go out in the same batch: one read of the pending rows and one
-write marking them published per batch, not per commit. A batch is pipelined: every message
-is written to the one NATS connection in row order, then the PubAcks are awaited together
-(awaiting each before sending the next cost ~3x the CPU per message). JetStream stores them
-in the order they arrive. Rows up to the first failure in row order are marked; that row
-and every later one stay pending and are sent again in order (a later one that was stored
-the first time is then dropped as a duplicate).
+of the next few milliseconds go out in the same batch: one read of the pending rows per
+batch, not per commit. A batch is pipelined: every message is written to the one NATS
+connection in row order, then the PubAcks are awaited together (awaiting each before sending
+the next cost ~3x the CPU per message). JetStream stores them in the order they arrive. The
+cursor moves to the last row before the first failure in row order; that row and every later
+one are sent again in order (a later one that was stored the first time is then dropped as a
+duplicate).
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from p2e_kit.bus import ARTIFACTS, LEDGER, Bus, connect
 from p2e_kit.errors import DependencyUnavailable
 from p2e_ledger_gateway import events
 from p2e_ledger_gateway.database import Database
-from p2e_ledger_gateway.store import now_us, outbox
+from p2e_ledger_gateway.store import now_us, outbox, outbox_cursor
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +58,7 @@ class PublisherConfig:
     retry_min_seconds: float = 0.2  # the backoff after a failure doubles from min to max
     retry_max_seconds: float = 10.0
     retention_hours: float = 24.0  # published rows are deleted after this long
+    cursor_save_seconds: float = 0.2  # the cursor is saved at most this often while busy
 
 
 class OutboxPublisher:
@@ -67,6 +73,7 @@ class OutboxPublisher:
         self.retry_min = config.retry_min_seconds
         self.retry_max = config.retry_max_seconds
         self.retention_hours = config.retention_hours
+        self.cursor_save_seconds = config.cursor_save_seconds
         self._last_prune = 0
         self._failing_since: int | None = None
         self._last_warning = 0
@@ -74,9 +81,11 @@ class OutboxPublisher:
         self.published = 0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        # Rows up to this id went out in this run: the next batches read after it (the marks
-        # may still be on their way); every poll reads from the start again (stragglers).
+        # Rows up to this id went out (None: not read from the database yet); `_saved` is
+        # what the database has, written at `_saved_at` (loop time).
         self._after: int | None = None
+        self._saved: int | None = None
+        self._saved_at = 0.0
 
     def notify(self) -> None:
         """A write committed new rows: publish them now rather than at the next poll."""
@@ -91,6 +100,11 @@ class OutboxPublisher:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        try:  # what went out since the last save; if this fails, it goes out again later
+            async with asyncio.timeout(2.0):
+                await self.save_cursor()
+        except Exception as exc:
+            log.warning("outbox: could not save the cursor at stop (%s)", exc)
         if self.bus is not None:
             try:
                 async with asyncio.timeout(2.0):
@@ -100,6 +114,7 @@ class OutboxPublisher:
             self.bus = None
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         delay = self.retry_min
         while True:
             try:
@@ -108,17 +123,21 @@ class OutboxPublisher:
                 self._wake.clear()  # a commit from now on triggers another round
                 while await self.drain_once():
                     pass
+                if self._saved_at + self.cursor_save_seconds <= loop.time():
+                    await self.save_cursor()
                 await self._prune()
                 if self._failing_since is not None:
                     log.info("outbox: publishing again")
                     self._failing_since = None
                 delay = self.retry_min
-                try:
-                    async with asyncio.timeout(self.poll_seconds):
+                # Unsaved progress: back within the save interval to save it (idle or not).
+                unsaved = self._after != self._saved
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(
+                        self.cursor_save_seconds if unsaved else self.poll_seconds
+                    ):
                         await self._wake.wait()
                         await asyncio.sleep(self.linger_seconds)  # let more commits join
-                except TimeoutError:
-                    self._after = None  # a poll: read every pending row again
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # any failure: keep the rows, back off, try again
@@ -132,7 +151,6 @@ class OutboxPublisher:
         if self._failing_since is None or now - self._last_warning >= WARN_EVERY_US:
             self._failing_since = self._failing_since or now
             self._last_warning = now
-            self._after = None
             log.warning("outbox: cannot publish yet (%s); retrying with backoff", exc)
         else:
             log.debug("outbox: still failing (%s); retrying in %.1fs", exc, delay)
@@ -146,8 +164,9 @@ class OutboxPublisher:
         await self.prune(now - int(self.retention_hours * 3600 * 1_000_000))
 
     async def prune(self, cutoff: int, chunk: int = PRUNE_CHUNK) -> int:
-        """Delete the rows published before `cutoff` (µs), `chunk` rows per transaction so
-        that the transfer batches queued beside them never wait for all of them; how many."""
+        """Delete the published rows (before the saved cursor) created before `cutoff` (µs),
+        `chunk` rows per transaction so that the transfer batches queued beside them never
+        wait for all of them; how many."""
         deleted = 0
         while True:
             done = await self.db.write(
@@ -182,6 +201,8 @@ class OutboxPublisher:
         """Publish one batch of pending rows in order; True when a full batch went out."""
         assert self.bus is not None
         bus = self.bus
+        if self._after is None:
+            self._after = self._saved = await self.db.read(_read_cursor)
         rows = await self.db.read(self._pending)
         expanded = [events.messages(r.subject, r.body, r.message_type, r.msg_id) for r in rows]
         batch = [message for row_messages in expanded for message in row_messages]
@@ -195,17 +216,22 @@ class OutboxPublisher:
             if error is not None:
                 failed_at = index
                 break
-        acked = [row.id for row in rows[:failed_at]]
-        if acked:
-            self._after = acked[-1]
-        self.published += len(acked)
+        if failed_at:
+            self._after = rows[failed_at - 1].id
+        self.published += failed_at
         if error is not None:
             failed, text = rows[failed_at].id, f"{type(error).__name__}: {error}"
-            await self.db.write(lambda conn: _mark(conn, acked, failed, text))
+            await self.save_cursor(failed=failed, error=text)
             raise error
-        if acked:
-            await self.db.write(lambda conn: _mark(conn, acked, None, ""))
         return len(rows) == self.batch_size
+
+    async def save_cursor(self, *, failed: int | None = None, error: str = "") -> None:
+        """Write the cursor if it moved (and count a failed attempt on row `failed`)."""
+        after = self._after
+        if failed is None and (after is None or after == self._saved):
+            return
+        await self.db.write(lambda conn: _save(conn, after, failed, error))
+        self._saved, self._saved_at = after, asyncio.get_running_loop().time()
 
     async def _pending(self, conn: AsyncConnection) -> Sequence[Row[Any, Any, Any, Any, Any]]:
         params = {"after": self._after or 0, "limit": self.batch_size}
@@ -215,36 +241,47 @@ class OutboxPublisher:
 # Built once: a statement built per read cost its construction and its cache key every time.
 _PENDING = (
     select(outbox.c.id, outbox.c.subject, outbox.c.msg_id, outbox.c.message_type, outbox.c.body)
-    .where(outbox.c.published_time.is_(None), outbox.c.id > bindparam("after"))
+    .where(outbox.c.id > bindparam("after"))
     .order_by(outbox.c.id)
     .limit(bindparam("limit"))
 )
-_MARK_PUBLISHED = (
-    update(outbox)
-    .where(outbox.c.id.in_(bindparam("ids", expanding=True)))
-    .values(published_time=bindparam("stamp"))
+_CURSOR = select(outbox_cursor.c.published_through).where(outbox_cursor.c.id == 1)
+_SAVE_CURSOR = (
+    update(outbox_cursor)
+    .where(
+        outbox_cursor.c.id == 1,
+        # Never back: another publisher on the same database may have gone further.
+        outbox_cursor.c.published_through < bindparam("after"),
+    )
+    .values(published_through=bindparam("after"), update_time=bindparam("stamp"))
 )
 _MARK_FAILED = (
     update(outbox)
     .where(outbox.c.id == bindparam("row"))
     .values(attempts=outbox.c.attempts + 1, last_error=bindparam("error"))
 )
-MARK_CHUNK = 500  # ids per UPDATE
+# The row at the cursor stays: SQLite gives a new row the highest id + 1, which must stay
+# above the cursor even when every row before it is deleted.
 _PRUNE = delete(outbox).where(
     outbox.c.id.in_(
         select(outbox.c.id)
-        .where(outbox.c.published_time < bindparam("cutoff"))
+        .where(
+            outbox.c.id < _CURSOR.scalar_subquery(),
+            outbox.c.create_time < bindparam("cutoff"),
+        )
         .order_by(outbox.c.id)
         .limit(bindparam("chunk"))
     )
 )
 
 
-async def _mark(conn: AsyncConnection, acked: list[int], failed: int | None, error: str) -> None:
-    """Mark acked rows published; count the failed attempt on the row that did not go out."""
-    stamp = now_us()
-    for start in range(0, len(acked), MARK_CHUNK):
-        ids = acked[start : start + MARK_CHUNK]
-        await conn.execute(_MARK_PUBLISHED, {"ids": ids, "stamp": stamp})
+async def _read_cursor(conn: AsyncConnection) -> int:
+    return int((await conn.execute(_CURSOR)).scalar_one())
+
+
+async def _save(conn: AsyncConnection, after: int | None, failed: int | None, error: str) -> None:
+    """Move the cursor to `after`; count the failed attempt on the row that did not go out."""
+    if after is not None:
+        await conn.execute(_SAVE_CURSOR, {"after": after, "stamp": now_us()})
     if failed is not None:
         await conn.execute(_MARK_FAILED, {"row": failed, "error": error[:1000]})

@@ -8,7 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from p2e_ledger_gateway import paging
 from p2e_ledger_gateway.audit import AuditEntry
 from p2e_ledger_gateway.records import Metrics, Status, TransferRecord, WalletRecord
-from p2e_ledger_gateway.store import audit_events, mints, outbox, transfers, wallets
+from p2e_ledger_gateway.store import audit_events, mints, outbox, outbox_cursor, transfers, wallets
 
 
 async def wallet(conn: AsyncConnection, agent_id: str) -> WalletRecord | None:
@@ -92,5 +92,8 @@ async def metrics(conn: AsyncConnection, balances: list[int]) -> Metrics:
 
 
 async def outbox_pending(conn: AsyncConnection) -> int:
-    query = select(func.count()).select_from(outbox).where(outbox.c.published_time.is_(None))
+    """Outbox rows after the saved cursor (the publisher saves it within a fraction of a
+    second of sending them)."""
+    cursor = select(outbox_cursor.c.published_through).where(outbox_cursor.c.id == 1)
+    query = select(func.count()).select_from(outbox).where(outbox.c.id > cursor.scalar_subquery())
     return int((await conn.execute(query)).scalar_one())

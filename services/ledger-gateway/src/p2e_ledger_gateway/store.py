@@ -7,6 +7,7 @@ Money columns hold integer minor units; times are integer microseconds since the
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 
 from sqlalchemy import (
     BigInteger,
@@ -23,11 +24,13 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    func,
     insert,
     select,
+    text,
 )
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 ID = String(128)
 GENESIS_HASH = "0" * 64
@@ -124,7 +127,10 @@ audit_head = Table(
     Column("hash", String(64), nullable=False),
 )
 
-# Events committed with the change they describe; the publisher drains them to JetStream.
+# Events committed with the change they describe; the publisher drains them to JetStream in
+# id order, which is commit order: every transaction that inserts rows holds the audit head's
+# lock by then (SQLite: its one writer at a time), so a row never becomes visible after a row
+# with a higher id. What went out is one number (`outbox_cursor`), not a mark per row.
 outbox = Table(
     "ledger_outbox",
     metadata,
@@ -134,11 +140,23 @@ outbox = Table(
     Column("message_type", String(200), nullable=False),
     Column("body", LargeBinary, nullable=False),
     Column("create_time", BigInteger, nullable=False),
+    # Set per row by versions before 2026-11-27; read once, to place the first cursor.
     Column("published_time", BigInteger, nullable=True),
+    # Failed publishes of this row, and the last error (the row the publisher is stuck on).
     Column("attempts", Integer, nullable=False, default=0),
     Column("last_error", Text, nullable=False, default=""),
 )
-Index("ix_ledger_outbox_pending", outbox.c.published_time, outbox.c.id)
+# Those versions' index of unpublished rows, dropped at start-up.
+_OLD_INDEXES = ("ix_ledger_outbox_pending",)
+
+# One row (id=1): every outbox row with id <= published_through went out (JetStream acked it).
+outbox_cursor = Table(
+    "ledger_outbox_cursor",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("published_through", BigInteger, nullable=False),
+    Column("update_time", BigInteger, nullable=False),
+)
 
 
 def now_us() -> int:
@@ -147,23 +165,49 @@ def now_us() -> int:
 
 
 def _create_tables_and_indexes(connection: Connection) -> None:
-    """Missing tables, and indexes added since a table was created."""
+    """Missing tables, indexes added since a table was created; indexes no longer used go."""
     metadata.create_all(connection)
     for table in metadata.sorted_tables:
         for index in table.indexes:
             index.create(connection, checkfirst=True)
+    for name in _OLD_INDEXES:
+        connection.execute(text(f"DROP INDEX IF EXISTS {name}"))
 
 
 async def create_schema(engine: AsyncEngine) -> None:
-    """Create missing tables and the audit chain's head row; safe at every start-up."""
+    """Create missing tables, the audit chain's head row and the outbox cursor's row; safe
+    at every start-up."""
     async with engine.begin() as conn:
         await conn.run_sync(_create_tables_and_indexes)
+    await _create_row(engine, audit_head, {"id": 1, "sequence": 0, "hash": GENESIS_HASH})
+    await _create_row(engine, outbox_cursor, {"id": 1, "update_time": now_us()}, _first_cursor)
+
+
+async def _create_row(
+    engine: AsyncEngine,
+    table: Table,
+    values: dict[str, object],
+    more: Callable[[AsyncConnection], Awaitable[dict[str, object]]] | None = None,
+) -> None:
+    """Insert the one row (id=1) of `table` unless it exists (`more` adds computed values)."""
     async with engine.begin() as conn:
-        head = (await conn.execute(select(audit_head.c.id))).first()
-        if head is not None:
+        if (await conn.execute(select(table.c.id))).first() is not None:
             return
+        row = values | (await more(conn) if more is not None else {})
         try:
             async with conn.begin_nested():
-                await conn.execute(insert(audit_head).values(id=1, sequence=0, hash=GENESIS_HASH))
+                await conn.execute(insert(table).values(**row))
         except IntegrityError:
             pass  # another process created it first
+
+
+async def _first_cursor(conn: AsyncConnection) -> dict[str, object]:
+    """Where publishing starts: before the first row an earlier version left unpublished, or
+    after the last row (none: 0). Rows sent again are dropped by JetStream as duplicates
+    within its window; later ones arrive twice (delivery is at least once)."""
+    unpublished = select(func.min(outbox.c.id)).where(outbox.c.published_time.is_(None))
+    first = (await conn.execute(unpublished)).scalar()
+    if first is not None:
+        return {"published_through": int(first) - 1}
+    last = (await conn.execute(select(func.max(outbox.c.id)))).scalar()
+    return {"published_through": int(last or 0)}

@@ -341,7 +341,11 @@ async def log_events(
     extra: list[str] | None = None,
 ) -> None:
     """For each (event, record, actor, payload) in order: its audit entry and its outbox rows
-    (plus those of the `extra` events), all written with two statements."""
+    (plus those of the `extra` events), all written with two statements.
+
+    The outbox rows are inserted after `audit.append` has locked the chain's head (in a
+    group, with the group's COMMIT, after its first append took it): their ids are then given
+    in commit order, which the publisher's cursor relies on (store.outbox)."""
     now = now_us()
     rows: list[dict[str, Any]] = []
     entries: list[dict[str, Any]] = []
@@ -358,12 +362,12 @@ async def log_events(
             }
             for name in names
         ]
+    await audit.append(conn, entries)
     group = group_of(conn)
     if group is None:
         await conn.execute(_INSERT_OUTBOX, rows)
     else:  # with the group's other outbox rows, in order, before its COMMIT
         group.insert_later(_INSERT_OUTBOX, rows)
-    await audit.append(conn, entries)
 
 
 def precondition(reason: str, record: TransferRecord, description: str) -> FailedPrecondition:

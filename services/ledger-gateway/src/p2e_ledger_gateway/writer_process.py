@@ -13,10 +13,11 @@ changes.
 
 The child also runs the outbox publisher (`WriterConfig.outbox`), on its own event loop while
 its writer thread writes the next batch: it is woken by each batch that wrote events, reads
-the rows back in order, publishes them and marks them in its own transactions. So the events
-of a batch go out from the process that committed them, and the gateway keeps its interpreter
-for gRPC (a separate publisher process cost a third of a transfer's CPU in its reads, wake-ups
-and reports). The gateway wakes it with a `WAKE` frame after its own writes of events.
+the rows back in order, publishes them and saves its cursor in transactions of its own. So the
+events of a batch go out from the process that committed them, and the gateway keeps its
+interpreter for gRPC (a separate publisher process cost a third of a transfer's CPU in its
+reads, wake-ups and reports). The gateway wakes it with a `WAKE` frame after its own writes
+of events.
 
 The pipe carries frames: a 4-byte big-endian length, then a pickle (both ends are this
 package, started by the gateway with its own interpreter). The first frame to the child is

@@ -28,7 +28,7 @@ from p2e_kit.testing import pid_alive, pid_cmdline
 from p2e_ledger_gateway.config import Settings
 from p2e_ledger_gateway.outbox import OutboxPublisher
 from p2e_ledger_gateway.server import LedgerApp, build_app, running_app
-from p2e_ledger_gateway.store import outbox
+from p2e_ledger_gateway.store import outbox, outbox_cursor
 from p2e_ledger_gateway.writer_process import WriterProcess
 
 OPERATOR = Caller("operator", "ops")
@@ -84,8 +84,9 @@ def settled(transfer_ids: list[str], payer: str = "alice") -> set[Message]:
 
 
 async def counts(app: LedgerApp) -> tuple[int, int]:
-    """(outbox rows, rows not yet marked published)."""
-    query = select(func.count(), func.count().filter(outbox.c.published_time.is_(None)))
+    """(outbox rows, rows after the saved cursor: not yet published)."""
+    cursor = select(outbox_cursor.c.published_through).scalar_subquery()
+    query = select(func.count(), func.count().filter(outbox.c.id > cursor))
     row = (await app.db.read(lambda conn: conn.execute(query.select_from(outbox)))).one()
     return int(row[0]), int(row[1])
 
@@ -127,7 +128,7 @@ def _no_writer(path: str) -> bool:
         connection.close()
 
 
-async def all_marked(app: LedgerApp, rows: int) -> None:
+async def all_published(app: LedgerApp, rows: int) -> None:
     async def done() -> bool:
         return await counts(app) == (rows, 0)
 
@@ -168,7 +169,7 @@ async def test_the_writer_process_publishes_its_batches_and_the_gateways_writes(
         assert app.publisher is None  # the gateway publishes nothing itself
         await init(app)
         ids = await pay(app, "p1", "p2", "p3")
-        await all_marked(app, 3)  # the batches woke the child's publisher
+        await all_published(app, 3)  # the batches woke the child's publisher
         assert sorted(await stored(bus)) == sorted(settled(ids))
         process = child(app)
         assert pid_alive(process.pid) and process.pid != os.getpid()
@@ -179,9 +180,9 @@ async def test_the_writer_process_publishes_its_batches_and_the_gateways_writes(
         with pytest.raises(FailedPrecondition) as pending:
             await pay(app, "big", payer="boss", amount="500")
         approval = pending.value.metadata["approval_id"]
-        await all_marked(app, 4)
+        await all_published(app, 4)
         await app.ledger.approve(OPERATOR, approval, "")
-        await all_marked(app, 6)  # transfer_approved and transfer_settled
+        await all_published(app, 6)  # transfer_approved and transfer_settled
         boss = {m for m in await stored(bus) if m[1].startswith(approval)}
         assert boss == settled([approval], payer="boss") | {
             (ledger_subject("transfer_pending", "boss"), f"{approval}:transfer_pending"),
@@ -199,24 +200,25 @@ async def test_a_killed_writer_is_replaced_at_once_and_every_event_arrives_once(
         assert isinstance(writer, WriterProcess)
         await init(app)
         first = await pay(app, "k1", "k2")
-        await all_marked(app, 2)
+        await all_published(app, 2)
         old = child(app)
         await freeze(old.pid, sqlite_url)  # from now on nothing goes out
-        # A mark lost with the child: k1's row (its messages are in JetStream) is pending again.
-        reset = update(outbox).where(outbox.c.id <= 1).values(published_time=None)
+        # A cursor save lost with the child: k2's row (its messages are in JetStream) is
+        # pending again.
+        reset = update(outbox_cursor).values(published_through=1)
         await app.db.write(lambda conn: conn.execute(reset))
         assert await counts(app) == (2, 1)
 
         os.kill(old.pid, signal.SIGKILL)
-        # No batch comes: the gateway starts a new child, which publishes k1's row again.
-        await all_marked(app, 2)
+        # No batch comes: the gateway starts a new child, which publishes k2's row again.
+        await all_published(app, 2)
         new = child(app)
         assert writer.starts == 2 and new.pid != old.pid
         await poll(lambda: reaped(old))  # the gateway may let go of it before its exit code
         assert old.returncode == -signal.SIGKILL and not pid_alive(old.pid)
 
         second = await pay(app, "k3", "k4")
-        await all_marked(app, 4)
+        await all_published(app, 4)
         messages = await stored(bus)
         assert len(messages) == len(set(messages)) == 8  # JetStream dropped the re-sent copies
         assert set(messages) == settled(first + second)
@@ -232,7 +234,7 @@ async def test_the_child_stops_cleanly_with_the_gateway(
         try:
             await init(app)
             await pay(app, "c1")
-            await all_marked(app, 1)  # the child is up and publishing
+            await all_published(app, 1)  # the child is up and publishing
             process = child(app)
         finally:
             await app.close()
@@ -248,6 +250,6 @@ async def test_with_an_inline_writer_the_gateway_publishes(
         assert app.writer is None and isinstance(app.publisher, OutboxPublisher)
         await init(app)
         ids = await pay(app, "i1", "i2")
-        await all_marked(app, 2)
+        await all_published(app, 2)
         assert sorted(await stored(bus)) == sorted(settled(ids))
         assert app.publisher.published == 2  # rows, not messages
