@@ -5,7 +5,7 @@ that child: the child publishes what its batches commit as soon as they commit, 
 wakes it with a frame after its own writes (approvals, rejections), a child that dies is
 replaced without waiting for a batch, and the child stops cleanly with the gateway. With
 `transfer_writer: inline` the publisher runs on the gateway's event loop. Whatever happens,
-JetStream holds every event exactly once and every row ends marked published.
+JetStream holds every event exactly once and the saved cursor ends past every row.
 """
 
 from __future__ import annotations

@@ -140,7 +140,7 @@ async def test_failed_publish_keeps_the_row_and_retries_in_order(ledger: Ledger)
 
 
 @pytest.mark.parametrize("position", range(9))
-async def test_failure_mid_batch_marks_the_rows_before_the_failed_one(
+async def test_failure_mid_batch_saves_the_cursor_before_the_failed_row(
     ledger: Ledger, position: int
 ) -> None:
     """Any message of a row failing keeps that row and the later ones pending, even when all
