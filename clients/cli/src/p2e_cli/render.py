@@ -43,9 +43,31 @@ def show(renderable: Any) -> None:
 
 
 def as_dict(message: Message) -> dict[str, Any]:
-    return MessageToDict(
+    """The message as JSON-ready data, every field present, keys in field-number order
+    (MessageToDict puts the fields left at their default after the others, so the same
+    message type would come out in another order when, say, `replayed` is true)."""
+    data = MessageToDict(
         message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
     )
+    return _in_field_order(message.DESCRIPTOR, data)
+
+
+def _in_field_order(descriptor: Any, data: dict[str, Any]) -> dict[str, Any]:
+    """`data` (MessageToDict of a `descriptor` message) with its keys in field-number order,
+    nested messages too; keys that are not fields (a Struct's, an Any's) keep their order."""
+    ordered: dict[str, Any] = {}
+    for field in sorted(descriptor.fields, key=lambda f: f.number):
+        if field.name not in data:
+            continue
+        value = data[field.name]
+        nested = field.message_type
+        if nested is not None and not nested.GetOptions().map_entry:
+            if isinstance(value, dict):
+                value = _in_field_order(nested, value)
+            elif isinstance(value, list):
+                value = [_in_field_order(nested, v) if isinstance(v, dict) else v for v in value]
+        ordered[field.name] = value
+    return ordered | {key: value for key, value in data.items() if key not in ordered}
 
 
 def print_json(value: Message | dict[str, Any] | list[Any]) -> None:
