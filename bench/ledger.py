@@ -16,6 +16,12 @@ the server do not share an event loop. Measured in the same run, each cell for `
             beside each round; p50 / p99 of every call)
   spread    CreateTransfer between random pairs of 1,000 agents, 1 / 8 / 64 clients
   hot       CreateTransfer around a cycle of 3 agents (a->b->c->a), 1 / 8 / 64 clients
+  no-ledger CreateTransfer through the gateway's own servicer over a ledger that decides and
+            stores nothing (bench/no_ledger_server.py, a process of its own), first, at 64
+            clients, `--rounds` cells between echo cells on that server: what the call's
+            shape costs beyond the echo (metadata, a Transfer answered, a handler that
+            awaits). Not a floor in CPU: its answers leave one by one, while a real
+            transfer's leave with its batch, which costs gRPC less per call
   raw sql   one transfer per transaction, without gRPC, batching, idempotency or policy,
             with the ledger's own statement functions: the wallets' rows read (FOR UPDATE
             in agent order on PostgreSQL), the move (`SqlMoney.move` + `write_moves`), the
@@ -33,7 +39,8 @@ the echo rate on SQLite and >= 40 % on PostgreSQL, with p99 < 50 ms.
 
 Beside each rate, the CPU it took (`/proc`, Linux): per call, the CPU time of every process
 doing the work in the measured window (this process's clients, the ledger-gateway and its
-children, nats-server, the PostgreSQL backends of the served database) and the cores busy.
+children, nats-server, the PostgreSQL backends of the served database) and the cores busy,
+then the same per process (clients, server, writer, nats, postgres).
 At 64 clients a transfer's CPU in echo calls is printed with the verdict: at the echo's
 utilization a share of S needs a transfer to cost at most 1/S echoes (60 %: 1.67). That
 ratio moves much less than the rates on a machine whose speed drifts.
@@ -87,6 +94,7 @@ HOT_AGENTS = ["hot_a", "hot_b", "hot_c"]
 START_BALANCE = "1000000"
 TARGET_SHARE = {"sqlite": 0.60, "postgres": 0.40}
 TARGET_P99_MS = 50.0
+TRANSFER_PATHS = ("spread", "hot", "no-ledger")  # the paths measured against the echo beside them
 OPERATOR = caller_metadata("operator", "bench")
 
 
@@ -102,6 +110,7 @@ class Cell:
     latencies: tuple[float, ...] = field(default=(), compare=False, repr=False)
     cpu_us: float | None = None  # CPU per call, every process doing the work (CpuMeter)
     cores: float | None = None  # cores busy in the measured window
+    parts: dict[str, float] | None = field(default=None, compare=False)  # cpu_us by ROLES
     batch: float | None = None  # transfers per batch the gateway wrote (warm-up included)
 
 
@@ -116,10 +125,20 @@ async def measure(
     seconds: float,
     warmup: float = 0.5,
     meter: CpuMeter | None = None,
-) -> tuple[float, float, float, int, tuple[float, ...], float | None, float | None]:
+) -> tuple[
+    float,
+    float,
+    float,
+    int,
+    tuple[float, ...],
+    float | None,
+    float | None,
+    dict[str, float] | None,
+]:
     """`clients` workers call op(i) in a loop for warm-up + `seconds`: (ops/s completed inside
     the measured window, p50 ms and p99 ms of the ops started in it, their count, their
-    latencies in ms, CPU µs per completed op and cores busy in the window, by `meter`)."""
+    latencies in ms, CPU µs per completed op and cores busy in the window, and those µs by
+    role, by `meter`)."""
     counter = itertools.count()
     latencies: list[float] = []
     # Everything alive now (the imports, the channels) out of the collector's sight: a full
@@ -131,8 +150,10 @@ async def measure(
     stop_at = warm_until + seconds
     completed = 0
     cpu: list[dict[int, float]] = []
+    roles: dict[int, str] = {}
     if meter is not None:
         pids = meter.processes()
+        roles = CpuMeter.roles(pids)
         loop.call_at(warm_until, lambda: cpu.append(meter.read(pids)))
         loop.call_at(stop_at, lambda: cpu.append(meter.read(pids)))
 
@@ -148,11 +169,15 @@ async def measure(
 
     await asyncio.gather(*(worker() for _ in range(clients)))
     p50, p99 = pct(latencies, 0.5), pct(latencies, 0.99)
-    cpu_us = cores = None
+    cpu_us: float | None = None
+    cores: float | None = None
+    parts: dict[str, float] | None = None
     if len(cpu) == 2 and completed:
         used = CpuMeter.used(*cpu)
         cpu_us, cores = used * 1e6 / completed, used / seconds
-    return completed / seconds, p50, p99, len(latencies), tuple(latencies), cpu_us, cores
+        by_role = CpuMeter.used_by(cpu[0], cpu[1], roles).items()
+        parts = {role: spent * 1e6 / completed for role, spent in by_role}
+    return completed / seconds, p50, p99, len(latencies), tuple(latencies), cpu_us, cores, parts
 
 
 def postgres_name(url: str) -> str:
@@ -163,7 +188,13 @@ def postgres_name(url: str) -> str:
 def cpu_text(cell: Cell) -> str:
     if cell.cpu_us is None or cell.cores is None:
         return ""
-    return f"  {cell.cpu_us:>6.0f} us CPU per call, {cell.cores:.2f} cores"
+    text = f"  {cell.cpu_us:>6.0f} us CPU per call, {cell.cores:.2f} cores"
+    return text + (f" ({parts_text(cell.parts)})" if cell.parts else "")
+
+
+def parts_text(parts: dict[str, float]) -> str:
+    """µs per call by role, the idle ones left out: "clients 220, server 430, ..."."""
+    return ", ".join(f"{r} {parts[r]:.0f}" for r in ROLES if parts.get(r, 0.0) >= 0.5)
 
 
 class CpuMeter:
@@ -214,6 +245,46 @@ class CpuMeter:
     def used(before: dict[int, float], after: dict[int, float]) -> float:
         """CPU seconds between two readings of the same processes."""
         return sum(cpu - before[pid] for pid, cpu in after.items() if pid in before)
+
+    @staticmethod
+    def roles(pids: list[int]) -> dict[int, str]:
+        """Each process's part in the work (`ROLES`), by its command line."""
+        found = {}
+        for pid in pids:
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    command = f.read(300).replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            found[pid] = "clients" if pid == os.getpid() else _role(command)
+        return found
+
+    @staticmethod
+    def used_by(
+        before: dict[int, float], after: dict[int, float], roles: dict[int, str]
+    ) -> dict[str, float]:
+        """`used`, summed per role."""
+        spent: dict[str, float] = {}
+        for pid, cpu in after.items():
+            if pid in before:
+                role = roles.get(pid, "other")
+                spent[role] = spent.get(role, 0.0) + cpu - before[pid]
+        return spent
+
+
+# The parts of a cell's work, in the order printed: this process's clients, the server (the
+# ledger-gateway or the no-ledger server), the gateway's transfer writer, nats-server, PostgreSQL.
+ROLES = ("clients", "server", "writer", "nats", "postgres", "other")
+
+
+def _role(command: str) -> str:
+    if "p2e_ledger_gateway.writer_process" in command:
+        return "writer"
+    if "p2e_ledger_gateway" in command or "no_ledger_server" in command:
+        return "server"
+    if "nats-server" in command:
+        return "nats"
+    return "postgres" if command.startswith("postgres:") else "other"
 
 
 def _stat_fields(pid: int) -> list[str]:
@@ -363,6 +434,61 @@ def transfer_ops(
     return [("spread", spread), ("hot", hot)]
 
 
+# --- a transfer without the ledger --------------------------------------------------------------
+
+
+class NoLedgerServer(ServiceProcess):
+    """`python -m no_ledger_server` (bench/no_ledger_server.py) on a free port, stopped in
+    `stop()`."""
+
+    def __init__(self, tmp: Path) -> None:
+        port = free_port()
+        here = str(Path(__file__).resolve().parent)
+        path = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH", "")) if p)
+        env = os.environ | {"P2E_NO_LEDGER_PORT": str(port), "PYTHONPATH": path}
+        super().__init__("no_ledger_server", f"127.0.0.1:{port}", env, tmp / "no-ledger.log")
+
+
+async def no_ledger_cells(tmp: Path, seconds: float, rounds: int, run_id: str) -> list[Cell]:
+    """At 64 clients, `rounds` cells of CreateTransfer on the no-ledger server (the gateway's
+    servicer over a ledger that does nothing), each between two echo cells on that server."""
+    server = NoLedgerServer(tmp)
+    channel = grpc.aio.insecure_channel(server.address)
+    try:
+        await server.start()
+        ledger = ledger_service_pb2_grpc.LedgerServiceStub(channel)
+        health = health_pb2_grpc.HealthStub(channel)
+        rng = random.Random(5)
+
+        async def echo(_: int) -> None:
+            await health.Check(health_pb2.HealthCheckRequest(), timeout=10)
+
+        def transfer(i: int) -> Awaitable[object]:
+            payer, payee = rng.sample(SPREAD_AGENTS, 2)
+            request = pb.CreateTransferRequest(
+                to_agent=payee, amount="0.01", request_id=f"{run_id}-none-{i}"
+            )
+            return ledger.CreateTransfer(
+                request, metadata=caller_metadata("agent", payer), timeout=30
+            )
+
+        most = CONCURRENCY[-1]
+        plan = [("echo", echo), ("no-ledger", transfer)] * rounds + [("echo", echo)]
+        meter = CpuMeter()
+        cells = []
+        for name, op in plan:
+            cell = Cell("grpc", name, most, *await measure(op, most, seconds, meter=meter))
+            cells.append(cell)
+            print(
+                f"  grpc     {name:<10}{most:>3} clients {cell.rate:>8.0f}/s{cpu_text(cell)}",
+                flush=True,
+            )
+        return cells
+    finally:
+        await channel.close()
+        await server.stop()
+
+
 # --- the raw SQL transaction ----------------------------------------------------------------
 
 
@@ -480,7 +606,7 @@ def bars(cells: list[Cell]) -> dict[Cell, float]:
     """Each transfer cell's bar: the mean rate of the echo cells `beside` it."""
     bar = {}
     for i, c in enumerate(cells):
-        if c.path in ("spread", "hot"):
+        if c.path in TRANSFER_PATHS:
             rates = [e.rate for e in beside(cells, i)]
             bar[c] = sum(rates) / len(rates)
     return bar
@@ -501,6 +627,38 @@ def echo_costs(cells: list[Cell], measured: list[Cell]) -> tuple[float, float] |
     return totals[0], totals[1]
 
 
+def role_costs(cells: list[Cell], measured: list[Cell]) -> tuple[str, str] | None:
+    """`echo_costs` by role: the measured cells' and the echo cells' `parts_text`."""
+    where = {id(c): i for i, c in enumerate(cells)}
+    echoes = [e for c in measured for e in beside(cells, where[id(c)])]
+    texts = []
+    for group in (measured, echoes):
+        calls = sum(c.rate for c in group)
+        if not calls or any(c.parts is None for c in group):
+            return None
+        parts: dict[str, float] = {}
+        for c in group:
+            for role, us in (c.parts or {}).items():
+                parts[role] = parts.get(role, 0.0) + us * c.rate / calls
+        texts.append(parts_text(parts))
+    return texts[0], texts[1]
+
+
+def print_costs(cells: list[Cell], measured: list[Cell], need: float | None = None) -> None:
+    """A path's CPU per call against the echo's beside it, in all and by process."""
+    cost = echo_costs(cells, measured)
+    if cost is None:
+        return
+    bar = f" (the target share needs <= {1 / need:.2f})" if need else ""
+    print(
+        f"  {'':<16}CPU: a call {cost[0]:.0f} us, an echo {cost[1]:.0f} us: "
+        f"{cost[0] / cost[1]:.2f} echoes{bar}"
+    )
+    by_role = role_costs(cells, measured)
+    if by_role is not None:
+        print(f"  {'':<16}  by process, a call: {by_role[0]}; an echo: {by_role[1]}")
+
+
 def report(cells: list[Cell], checks: dict[str, dict[str, object]], loads: list[str]) -> None:
     echo = bars(cells)
     raw = {(c.database, c.path[4:], c.clients): c.rate for c in cells if c.path.startswith("raw")}
@@ -510,7 +668,7 @@ def report(cells: list[Cell], checks: dict[str, dict[str, object]], loads: list[
     )
     for c in cells:
         of_echo = of_raw = ""
-        if c.path in ("spread", "hot"):
+        if c.path in TRANSFER_PATHS:
             of_echo = f"{100 * c.rate / echo[c]:.0f}%"
             floor = raw.get((c.database, c.path, c.clients))
             of_raw = f"{100 * c.rate / floor:.0f}%" if floor else ""
@@ -523,8 +681,16 @@ def report(cells: list[Cell], checks: dict[str, dict[str, object]], loads: list[
     print("\ntargets at 64 clients (transfers/s vs echo/s over every round; p99 of every call):")
     rounds: dict[tuple[str, str], list[Cell]] = {}
     for c in cells:
-        if c.clients == 64 and c.path in ("spread", "hot"):
+        if c.clients == 64 and c.path in TRANSFER_PATHS:
             rounds.setdefault((c.database, c.path), []).append(c)
+    bare = rounds.pop(("grpc", "no-ledger"), None)
+    if bare is not None:
+        share = sum(c.rate for c in bare) / sum(echo[c] for c in bare)
+        print(
+            f"  CreateTransfer without the ledger: {100 * share:.1f}% of echo, p99 "
+            f"{pct([ms for c in bare for ms in c.latencies], 0.99):.1f} ms, {len(bare)} rounds"
+        )
+        print_costs(cells, bare)
     for (database, path), measured in rounds.items():
         share = sum(c.rate for c in measured) / sum(echo[c] for c in measured)
         latencies = [ms for c in measured for ms in c.latencies]
@@ -535,12 +701,7 @@ def report(cells: list[Cell], checks: dict[str, dict[str, object]], loads: list[
             f", p50 {p50:5.1f}, p99 {p99:6.1f} ms (target < {TARGET_P99_MS:.0f}), "
             f"{len(measured)} rounds: {verdict}"
         )
-        cost = echo_costs(cells, measured)
-        if cost is not None:
-            print(
-                f"  {'':<16}CPU: a transfer {cost[0]:.0f} us, an echo {cost[1]:.0f} us: "
-                f"{cost[0] / cost[1]:.2f} echoes (the target share needs <= {1 / need:.2f})"
-            )
+        print_costs(cells, measured, need)
     for database, check in checks.items():
         print(f"  {database} after the run: {check}")
     print(
@@ -558,6 +719,7 @@ async def main_async(args: argparse.Namespace) -> None:
         tmp = Path(tmp_dir)
         nats = start_nats_server(tmp / "nats", log_file=tmp / "nats.log")
         try:
+            cells += await no_ledger_cells(tmp, args.seconds, args.rounds, run_id)
             if args.sqlite:
                 gateway = Gateway(tmp / "sqlite", nats.url, "", args.events, args.settings)
                 found, checks["sqlite"] = await grpc_cells(
