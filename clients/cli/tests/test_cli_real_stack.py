@@ -95,6 +95,20 @@ def test_demo_and_balance(stack: dict[str, str]) -> None:
     assert shown.returncode == 0 and "per batch" in shown.stdout, shown.stdout + shown.stderr
 
 
+def test_a_script_retries_a_transfer_safely(stack: dict[str, str]) -> None:
+    p2engine(stack, "ledger", "init")
+    args = ("ledger", "transfer", "agent_beta", "agent_helper", "1.25", "--reason", "retry")
+    first = p2engine(stack, *args, "--request-id", "script-r1", "--json")
+    again = p2engine(stack, *args, "--request-id", "script-r1", "--json")
+    assert first.returncode == again.returncode == 0, first.stderr + again.stderr
+    sent, replay = json.loads(first.stdout), json.loads(again.stdout)
+    assert replay["id"] == sent["id"]
+    assert (sent["replayed"], replay["replayed"]) == (False, True)
+    assert list(replay) == list(sent)  # the same keys in the same order, for scripts that diff
+    history = json.loads(p2engine(stack, "ledger", "history", "agent_helper", "--json").stdout)
+    assert [t["id"] for t in history["transfers"]].count(sent["id"]) == 1
+
+
 def test_real_errors_are_one_line(stack: dict[str, str]) -> None:
     p2engine(stack, "ledger", "init")
     missing = p2engine(stack, "ledger", "balance", "nobody")
