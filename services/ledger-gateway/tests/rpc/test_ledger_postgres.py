@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 import asyncpg
@@ -13,8 +14,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from p2e_kit.channels import Caller
 from p2e_kit.db import create_engine
 from p2e_kit.testing import DEFAULT_TEST_POSTGRES
+from p2e_ledger_gateway import transfers
 from p2e_ledger_gateway.database import Database
+from p2e_ledger_gateway.ledger import Ledger, LedgerOptions
+from p2e_ledger_gateway.money_backend import SqlMoney
+from p2e_ledger_gateway.policy import NO_POLICY
+from p2e_ledger_gateway.records import Status, TransferRecord
 from p2e_ledger_gateway.store import create_schema, wallets
+from p2e_ledger_gateway.transfers import TransferRequest
 from p2engine.ledger.v1 import ledger_pb2
 from p2engine.ledger.v1 import ledger_service_pb2 as pb
 
@@ -75,6 +82,68 @@ async def test_check_constraint_refuses_negative_balances(
                 )
             )
         assert await ledger.balance("alice") == "100.00"
+
+
+LEDGER_TABLES = ("ledger_wallets", "ledger_transfers", "ledger_audit_events", "ledger_audit_head")
+
+
+async def table_scans(url: str) -> dict[str, int]:
+    """How many times PostgreSQL scanned each ledger table, once every other session of the
+    database has ended (a session's statistics reach the shared counters when it exits)."""
+    conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        counts: dict[str, int] = {}
+        for _ in range(100):
+            others = await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            rows = await conn.fetch(
+                "SELECT relname, seq_scan FROM pg_stat_user_tables WHERE relname = ANY($1)",
+                list(LEDGER_TABLES),
+            )
+            now = {row["relname"]: row["seq_scan"] for row in rows}
+            if others == 0 and now == counts:
+                return counts
+            counts = now
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"the database's sessions did not end: {counts}")
+    finally:
+        await conn.close()
+
+
+async def test_transfer_batches_scan_no_table(postgres_url) -> None:
+    """The writer finds every row of a transfer batch by key, on tables the planner has never
+    measured (no ANALYZE ran, as where autovacuum is off) and in the generic plans that
+    PostgreSQL settles on after a statement's fifth run: a scan would grow with the table."""
+    operator = Caller("operator", "ops")
+    db = Database(create_engine(postgres_url))
+    await create_schema(db.engine)
+    await Ledger(db, LedgerOptions()).init_wallets(operator, ["a", "b", "c"], "1.00", "")
+    await db.close()
+    before = await table_scans(postgres_url)
+
+    db = Database(create_engine(postgres_url))
+    money, currency = SqlMoney(db, LedgerOptions().currency), LedgerOptions().currency
+    outcomes = []
+    try:
+        for n in range(8):
+            items = [
+                (TransferRequest("a", "b", 1, "", f"r{n}", "agent:a"), NO_POLICY),
+                (TransferRequest("b", "c", 2, "", f"r{n}", "agent:b"), NO_POLICY),
+                (TransferRequest("c", "a", 500, "", f"r{n}", "agent:c"), NO_POLICY),  # too much
+                (TransferRequest("a", "b", 1, "", f"r{max(n - 1, 0)}", "agent:a"), NO_POLICY),
+            ]
+            outcomes += await db.write(
+                lambda conn, items=items: transfers.create_many(conn, money, items, currency)
+            )
+    finally:
+        await db.close()
+
+    records = [o for o in outcomes if isinstance(o, TransferRecord)]
+    assert len(records) == 32 and sum(r.replayed for r in records) == 8
+    assert sum(r.status == Status.FAILED and not r.replayed for r in records) == 8
+    assert await table_scans(postgres_url) == before
 
 
 class SerializationFailure(Exception):
