@@ -47,13 +47,13 @@ T = TypeVar("T")
 
 
 # The writer's session. Lock waits are bounded. And no statement of the writer scans a table:
-# each finds its rows by key, so a table scan is only ever the planner misjudging a table's
-# size (a plan made while it was small, statistics never gathered: autovacuum is not always
-# on), and one that stays in a prepared statement's generic plan grows with the table (the
-# batch's request-id lookup once took 4-5 ms). Ruling scans out keeps the generic plans, which
-# spare every execution its planning: planning each statement for its parameters instead
-# (`plan_cache_mode=force_custom_plan`, until 2026-11-27) took a quarter of the writer's
-# PostgreSQL CPU, and its plans still joined the changed wallets by scanning the table.
+# each finds its rows by key, so a scan is only ever the planner misjudging a table's size (a
+# plan made while it was small, statistics never gathered: autovacuum is not always on), and
+# one kept in a prepared statement's generic plan grows with the table (the batch's request-id
+# lookup once took 4-5 ms). With scans ruled out the generic plans are safe to keep, and they
+# spare each execution its planning: `plan_cache_mode=force_custom_plan`, planning every
+# statement for its parameters, took a quarter of the writer's PostgreSQL CPU (bench/README,
+# After 19), and its plans still joined the changed wallets by scanning the table.
 WRITER_SESSION_SETTINGS = {"lock_timeout": "10s", "enable_seqscan": "off"}
 
 
@@ -228,13 +228,12 @@ class PgWriter:
     async def _serve(self) -> None:
         self._queue = queue = asyncio.Queue()
         # One connection: the writer runs one group at a time (one spare for a lost one).
-        settings = WRITER_SESSION_SETTINGS
         writer = _Writer(
             create_engine(
                 self._url.render_as_string(hide_password=False),
                 pool_size=1,
                 max_overflow=1,
-                connect_args={"server_settings": settings},
+                connect_args={"server_settings": WRITER_SESSION_SETTINGS},
             )
         )
         self._ready.set()

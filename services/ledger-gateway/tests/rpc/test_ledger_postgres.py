@@ -124,7 +124,8 @@ async def test_transfer_batches_scan_no_table(postgres_url) -> None:
     before = await table_scans(postgres_url)
 
     db = Database(create_engine(postgres_url))
-    money, currency = SqlMoney(db, LedgerOptions().currency), LedgerOptions().currency
+    currency = LedgerOptions().currency
+    money = SqlMoney(db, currency)
     outcomes = []
     try:
         for n in range(8):
