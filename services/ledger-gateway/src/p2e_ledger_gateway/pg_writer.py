@@ -53,8 +53,11 @@ T = TypeVar("T")
 # lookup once took 4-5 ms). With scans ruled out the generic plans are safe to keep, and they
 # spare each execution its planning: `plan_cache_mode=force_custom_plan`, planning every
 # statement for its parameters, took a quarter of the writer's PostgreSQL CPU (bench/README,
-# After 19), and its plans still joined the changed wallets by scanning the table.
-WRITER_SESSION_SETTINGS = {"lock_timeout": "10s", "enable_seqscan": "off"}
+# After 19), and its plans still joined the changed wallets by scanning the table. A scan that
+# cannot be avoided still runs, its plan costed at 10^10: far over `jit_above_cost`, so with
+# JIT on it would be compiled at every execution (~100 ms here); a writer of short keyed
+# statements never gains from JIT, so it is off.
+WRITER_SESSION_SETTINGS = {"lock_timeout": "10s", "enable_seqscan": "off", "jit": "off"}
 
 
 class GroupConnection:

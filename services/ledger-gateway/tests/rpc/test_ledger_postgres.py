@@ -147,6 +147,26 @@ async def test_transfer_batches_scan_no_table(postgres_url) -> None:
     assert await table_scans(postgres_url) == before
 
 
+async def test_a_scan_the_writer_cannot_avoid_is_not_compiled(postgres_url) -> None:
+    """With scans ruled out, a statement that can only scan (no index on its filter) is
+    costed at 10^10 and would be JIT-compiled at every execution (~100 ms on this machine's
+    PostgreSQL): the writer's session has JIT off. (A PostgreSQL built without JIT passes
+    either way.)"""
+    db = Database(create_engine(postgres_url))
+    try:
+        await create_schema(db.engine)
+        explain = "EXPLAIN (ANALYZE) SELECT count(*) FROM ledger_transfers WHERE reason = 'x'"
+        plan = await db.write(lambda conn: _lines(conn, explain))
+    finally:
+        await db.close()
+    assert any("Seq Scan on ledger_transfers" in line for line in plan), plan
+    assert not any(line.startswith("JIT") for line in plan), plan
+
+
+async def _lines(conn: AsyncConnection, sql: str) -> list[str]:
+    return list((await conn.execute(text(sql))).scalars().all())
+
+
 class SerializationFailure(Exception):
     sqlstate = "40001"
 
